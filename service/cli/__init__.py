@@ -1,0 +1,48 @@
+"""The ``freshrec`` command line.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; this module only
+assembles them, so adding a command never touches another's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Module names under service.cli, each defining register(subparsers).
+_COMMANDS = ("run", "demo", "bench", "snapshots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="freshrec",
+        description=(
+            "Keeps recommendation models fresh: consumes behaviour events from Kafka, "
+            "learns online, publishes validated model snapshots to object storage and "
+            "exports metrics for Prometheus."
+        ),
+        epilog="Run 'freshrec COMMAND --help' for the options of a command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"service.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"service.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Service settings, from ``FRESHREC_*`` environment variables and an optional TOML file.
+
+Every setting has a documented default that works with the local stack
+(``deploy/local/stack.sh up``). Nested settings use a double underscore in environment
+variables: ``FRESHREC_KAFKA__TOPIC=ratings`` sets ``kafka.topic``. A config file named by
+``FRESHREC_CONFIG`` (or ``freshrec run --config``) is read first; environment variables
+override it.
+
+Example
+-------
+>>> import os
+>>> os.environ["FRESHREC_KAFKA__TOPIC"] = "ratings"
+>>> Settings().kafka.topic
+'ratings'
+>>> del os.environ["FRESHREC_KAFKA__TOPIC"]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from service.checkpoint.config import CheckpointConfig
+from service.drift.config import DriftConfig
+from service.ingest.config import KafkaConfig
+from service.learners.config import LearnerConfig
+from service.observability.config import HttpConfig
+from service.preprocess.config import PreprocessConfig
+from service.snapshots.config import SnapshotConfig
+from service.storage.config import StorageConfig
+
+CONFIG_FILE_ENV = "FRESHREC_CONFIG"
+
+
+class Settings(BaseSettings):
+    """All of freshrec's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRESHREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)  # type: ignore[arg-type]
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)  # type: ignore[arg-type]
+    snapshot: SnapshotConfig = Field(default_factory=SnapshotConfig)  # type: ignore[arg-type]
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)  # type: ignore[arg-type]
+    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    drift: DriftConfig = Field(default_factory=DriftConfig)  # type: ignore[arg-type]
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"{CONFIG_FILE_ENV}={path!r} does not name a file; "
+                    "point it at a TOML config file or unset it."
+                )
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, ``config_file`` (TOML) and keyword overrides."""
+    if config_file is not None:
+        os.environ[CONFIG_FILE_ENV] = config_file
+    return Settings(**overrides)
+
+
+def env_var_names(model: type[BaseModel] = Settings, prefix: str = "FRESHREC_") -> set[str]:
+    """Every environment variable name that maps to a setting (for docs and compose checks)."""
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= env_var_names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.add(f"{prefix}{name.upper()}")
+    return names

@@ -1,0 +1,100 @@
+"""Drift detection settings.
+
+Each detector has its own section and its own reaction, for example
+``FRESHREC_DRIFT__ADWIN__DELTA=0.001`` or ``FRESHREC_DRIFT__PSI__REACTION=alert``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Reaction = Literal["alert", "adapt", "reset"]
+
+_REACTION_HELP = (
+    "What the runtime does on a detection: 'alert' only counts and logs it; 'adapt' raises "
+    "the learning rate by drift.adapt_lr_factor for drift.adapt_duration_events events; "
+    "'reset' reloads the last published snapshot."
+)
+
+
+class AdwinConfig(BaseModel):
+    """ADWIN on the progressive loss stream."""
+
+    enabled: bool = Field(True, description="Run ADWIN on the per-example loss.")
+    delta: float = Field(0.002, gt=0, lt=1, description="Significance value.")
+    clock: int = Field(32, ge=1, description="Check for a change every this many events.")
+    max_buckets: int = Field(5, ge=2, description="Bucket summaries of each size kept.")
+    min_window_length: int = Field(5, ge=1, description="Smallest sub-window, in events.")
+    grace_period: int = Field(10, ge=0, description="Events before the first check.")
+    reaction: Reaction = Field("adapt", description=_REACTION_HELP)
+
+
+class PageHinkleyConfig(BaseModel):
+    """Page-Hinkley on the progressive loss stream."""
+
+    enabled: bool = Field(True, description="Run Page-Hinkley on the per-example loss.")
+    min_instances: int = Field(30, ge=1, description="Events before any detection.")
+    delta: float = Field(0.005, ge=0, description="Tolerated change of the mean loss.")
+    threshold: float = Field(50.0, gt=0, description="Detection threshold (lambda).")
+    alpha: float = Field(0.9999, gt=0, le=1, description="Forgetting factor of the sums.")
+    mode: Literal["up", "down", "both"] = Field(
+        "up", description="Detect loss increases ('up'), decreases or both."
+    )
+    reaction: Reaction = Field("alert", description=_REACTION_HELP)
+
+
+class PsiConfig(BaseModel):
+    """Population stability index on inputs, item popularity and predictions."""
+
+    enabled: bool = Field(True, description="Run the PSI detectors.")
+    threshold: float = Field(0.25, gt=0, description="PSI above which drift is reported.")
+    n_bins: int = Field(10, ge=2, le=1000, description="Quantile bins for numeric signals.")
+    block_events: int = Field(
+        5000, ge=10, description="Values per block; PSI is computed once per block."
+    )
+    reference_blocks: int = Field(8, ge=1, description="Blocks in the reference window.")
+    current_blocks: int = Field(2, ge=1, description="Blocks in the current window.")
+    predictions: bool = Field(True, description="PSI of the prediction distribution.")
+    item_popularity: bool = Field(True, description="PSI of item shares (hashed buckets).")
+    item_buckets: int = Field(64, ge=2, description="Hashed item buckets (a power of two).")
+    feature_occurrence: bool = Field(
+        True, description="PSI of which hashed side features fire (hashed buckets)."
+    )
+    feature_buckets: int = Field(
+        64, ge=2, description="Hashed feature buckets (a power of two)."
+    )
+    features: list[int] = Field(
+        default_factory=list,
+        description=(
+            "Hashed feature indices whose values get their own PSI (signal 'feature_<i>'). "
+            "Keep it short: each is a label value in Prometheus."
+        ),
+    )
+    reaction: Reaction = Field("alert", description=_REACTION_HELP)
+
+
+class DriftConfig(BaseModel):
+    """Drift detectors on loss, inputs and predictions."""
+
+    enabled: bool = Field(True, description="Run the drift detectors.")
+    adwin: AdwinConfig = Field(default_factory=AdwinConfig)  # type: ignore[arg-type]
+    page_hinkley: PageHinkleyConfig = Field(
+        default_factory=PageHinkleyConfig  # type: ignore[arg-type]
+    )
+    psi: PsiConfig = Field(default_factory=PsiConfig)  # type: ignore[arg-type]
+    adapt_lr_factor: float = Field(
+        3.0, ge=1.0, description="Learning-rate multiplier requested by an 'adapt' reaction."
+    )
+    adapt_duration_events: int = Field(
+        50_000, ge=1, description="Events the raised learning rate lasts."
+    )
+    reaction_cooldown_events: int = Field(
+        20_000,
+        ge=0,
+        description=(
+            "After an 'adapt' or 'reset', later detections within this many events are only "
+            "alerted, so that one change does not trigger a cascade of reactions."
+        ),
+    )

@@ -1,0 +1,134 @@
+"""The batch of training examples passed from preprocessing to the learners.
+
+Columnar and numpy-backed so that learners can run compiled kernels over it without
+creating a Python object per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def _empty_int() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def _empty_float() -> FloatArray:
+    return np.zeros(0, dtype=np.float32)
+
+
+@dataclass(slots=True)
+class ExampleBatch:
+    """``n`` training examples in stream order.
+
+    Parameters
+    ----------
+    user, item
+        Dense row indices into the model's user and item tables (from a bounded vocabulary
+        or the hashing trick). Row 0 is reserved for "unknown / not yet admitted".
+    y
+        Target: a rating for regression, 0/1 for binary tasks, 1 for implicit positives.
+    weight
+        Per-example weight (for example purchases count more than clicks).
+    feat_indptr, feat_idx, feat_val
+        Hashed side features (context, user/item feature maps, crosses) in CSR layout:
+        example ``i`` has features ``feat_idx[feat_indptr[i]:feat_indptr[i+1]]``. Feature
+        indices are in ``[0, 2**feature_bits)``.
+    ts_ms
+        Event time in milliseconds since the epoch.
+    holdout
+        True for examples held out from training for the snapshot gate.
+    recycled_users, recycled_items
+        Rows that the vocabulary evicted and reassigned in this batch: the learner must
+        reinitialise them before learning, so a new id does not inherit an old id's factors.
+    """
+
+    user: IntArray
+    item: IntArray
+    y: FloatArray
+    weight: FloatArray
+    ts_ms: IntArray
+    feat_indptr: IntArray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    feat_idx: IntArray = field(default_factory=_empty_int)
+    feat_val: FloatArray = field(default_factory=_empty_float)
+    holdout: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    recycled_users: IntArray = field(default_factory=_empty_int)
+    recycled_items: IntArray = field(default_factory=_empty_int)
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        if not (len(self.item) == len(self.y) == len(self.weight) == len(self.ts_ms) == n):
+            raise ValueError("ExampleBatch columns must all have the same length")
+        if len(self.holdout) == 0 and n:
+            self.holdout = np.zeros(n, dtype=np.bool_)
+        if len(self.feat_indptr) == 1 and n:
+            self.feat_indptr = np.zeros(n + 1, dtype=np.int64)
+        if len(self.feat_indptr) != n + 1:
+            raise ValueError("feat_indptr must have n + 1 entries")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        user: npt.ArrayLike,
+        item: npt.ArrayLike,
+        y: npt.ArrayLike,
+        weight: npt.ArrayLike | None = None,
+        ts_ms: npt.ArrayLike | None = None,
+    ) -> ExampleBatch:
+        """Build a batch without side features, casting to the canonical dtypes."""
+        u = np.ascontiguousarray(user, dtype=np.int64)
+        n = len(u)
+        return cls(
+            user=u,
+            item=np.ascontiguousarray(item, dtype=np.int64),
+            y=np.ascontiguousarray(y, dtype=np.float32),
+            weight=(
+                np.ones(n, dtype=np.float32)
+                if weight is None
+                else np.ascontiguousarray(weight, dtype=np.float32)
+            ),
+            ts_ms=(
+                np.zeros(n, dtype=np.int64)
+                if ts_ms is None
+                else np.ascontiguousarray(ts_ms, dtype=np.int64)
+            ),
+        )
+
+    def select(self, mask: BoolArray) -> ExampleBatch:
+        """The examples where ``mask`` is true, side features included."""
+        idx = np.flatnonzero(mask)
+        starts = self.feat_indptr[idx]
+        ends = self.feat_indptr[idx + 1]
+        lengths = ends - starts
+        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        if len(self.feat_idx):
+            gather = np.concatenate(
+                [np.arange(s, e, dtype=np.int64) for s, e in zip(starts, ends, strict=True)]
+            ) if len(idx) else np.zeros(0, dtype=np.int64)
+            fidx, fval = self.feat_idx[gather], self.feat_val[gather]
+        else:
+            fidx, fval = _empty_int(), _empty_float()
+        return ExampleBatch(
+            user=self.user[idx],
+            item=self.item[idx],
+            y=self.y[idx],
+            weight=self.weight[idx],
+            ts_ms=self.ts_ms[idx],
+            feat_indptr=indptr,
+            feat_idx=fidx,
+            feat_val=fval,
+            holdout=self.holdout[idx],
+            recycled_users=self.recycled_users,
+            recycled_items=self.recycled_items,
+        )
