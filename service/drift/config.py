@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Reaction = Literal["alert", "adapt", "reset"]
 
@@ -36,9 +36,28 @@ class PageHinkleyConfig(BaseModel):
 
     enabled: bool = Field(True, description="Run Page-Hinkley on the per-example loss.")
     min_instances: int = Field(30, ge=1, description="Events before any detection.")
-    delta: float = Field(0.005, ge=0, description="Tolerated change of the mean loss.")
-    threshold: float = Field(50.0, gt=0, description="Detection threshold (lambda).")
-    alpha: float = Field(0.9999, gt=0, le=1, description="Forgetting factor of the sums.")
+    standardize: bool = Field(
+        True,
+        description=(
+            "Measure deviations in running standard deviations of the loss, so delta and "
+            "threshold fit any loss scale (false: River's test on raw loss values)."
+        ),
+    )
+    delta: float = Field(
+        0.1, ge=0, description="Tolerated change of the mean (in std units if standardize)."
+    )
+    threshold: float = Field(
+        100.0, gt=0, description="Detection threshold lambda (in std units if standardize)."
+    )
+    alpha: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "Forgetting factor of the sums. Below 1 the sums become mean-reverting and their "
+            "range grows with the stream, so long stationary streams raise false alarms."
+        ),
+    )
     mode: Literal["up", "down", "both"] = Field(
         "up", description="Detect loss increases ('up'), decreases or both."
     )
@@ -58,7 +77,15 @@ class PsiConfig(BaseModel):
     current_blocks: int = Field(2, ge=1, description="Blocks in the current window.")
     predictions: bool = Field(True, description="PSI of the prediction distribution.")
     item_popularity: bool = Field(True, description="PSI of item shares (hashed buckets).")
-    item_buckets: int = Field(64, ge=2, description="Hashed item buckets (a power of two).")
+    item_buckets: int = Field(
+        256,
+        ge=2,
+        description=(
+            "Hashed item buckets (a power of two). Popular items get nearly a bucket each, so "
+            "a change in which items are popular moves mass between buckets; more buckets "
+            "also raise the PSI of a stationary stream (about buckets / window events)."
+        ),
+    )
     feature_occurrence: bool = Field(
         True, description="PSI of which hashed side features fire (hashed buckets)."
     )
@@ -73,6 +100,25 @@ class PsiConfig(BaseModel):
         ),
     )
     reaction: Reaction = Field("alert", description=_REACTION_HELP)
+
+    @field_validator("item_buckets", "feature_buckets")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two (for example 64), got {value}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _bounded_features(cls, value: list[int]) -> list[int]:
+        if any(i < 0 for i in value):
+            raise ValueError("feature indices are hashed indices and must be >= 0")
+        if len(value) > 32:
+            raise ValueError(
+                f"at most 32 features may get their own PSI (got {len(value)}): each is a "
+                "Prometheus label value; rely on feature_occurrence for the rest"
+            )
+        return sorted(set(value))
 
 
 class DriftConfig(BaseModel):
