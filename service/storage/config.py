@@ -16,26 +16,36 @@ class StorageConfig(BaseModel):
     credentials for an S3-compatible server.
     """
 
-    url: str = Field("file://./freshrec-data", description="file:// folder or s3://bucket/prefix.")
+    url: str = Field(
+        default="file://./freshrec-data", description="file:// folder or s3://bucket/prefix."
+    )
     endpoint_url: str | None = Field(
-        None, description="S3 endpoint, e.g. http://127.0.0.1:19000 (None: AWS defaults)."
+        default=None,
+        description="S3 endpoint, e.g. http://127.0.0.1:19000 (None: AWS defaults).",
     )
-    access_key: str | None = Field(None, description="S3 access key id.")
-    secret_key: SecretStr | None = Field(None, description="S3 secret access key.")
-    region: str = Field("us-east-1", description="S3 region name.")
-    retries: int = Field(5, ge=0, description="Retries with exponential backoff per write.")
+    access_key: str | None = Field(default=None, description="S3 access key id.")
+    secret_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
+    region: str = Field(default="us-east-1", description="S3 region name.")
+    retries: int = Field(
+        default=5, ge=0, description="Retries with exponential backoff per write."
+    )
     backoff_s: float = Field(
-        0.2, ge=0, description="Upper bound of the first retry sleep; doubles per retry (jittered)."
+        default=0.2,
+        ge=0,
+        description="Upper bound of the first retry sleep; doubles per retry (jittered).",
     )
-    backoff_max_s: float = Field(5.0, ge=0, description="Longest sleep between two retries.")
+    backoff_max_s: float = Field(
+        default=5.0, ge=0, description="Longest sleep between two retries."
+    )
     connect_timeout_s: float = Field(
-        3.0, gt=0, description="S3 connect timeout: a server that is down fails fast."
+        default=3.0, gt=0, description="S3 connect timeout: a server that is down fails fast."
     )
-    read_timeout_s: float = Field(60.0, gt=0, description="S3 read timeout per request.")
+    read_timeout_s: float = Field(
+        default=60.0, gt=0, description="S3 read timeout per request."
+    )
     io_threads: int = Field(
-        4, ge=1, le=64, description="Files of one bundle read or written concurrently."
+        default=4, ge=1, le=64, description="Files of one bundle read or written concurrently."
     )
-
 
 class _StorageEnv(StorageConfig, BaseSettings):
     # Reads only FRESHREC_STORAGE__* so that the serving client need not load (or be

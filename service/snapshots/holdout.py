@@ -1,0 +1,164 @@
+"""A bounded window of the most recent held-out examples, for the promotion gate.
+
+The runtime marks a fraction of the stream ``holdout=True`` and never trains on it; the
+window keeps the latest ``capacity`` of those rows so that every candidate and the
+published champion are scored on the same recent data nobody learned from.
+
+Rows are kept as a queue of columnar chunks (no per-event objects); trimming and
+concatenation are vectorised, side features included.
+
+Example
+-------
+>>> import numpy as np
+>>> from service.examples import ExampleBatch
+>>> w = HoldoutWindow(capacity=3)
+>>> b = ExampleBatch.from_arrays([1, 2, 3, 4], [5, 6, 7, 8], [1.0, 2.0, 3.0, 4.0])
+>>> b.holdout[:] = [True, False, True, True]
+>>> w.add(b), len(w), w.batch().user.tolist()
+(3, 3, [1, 3, 4])
+>>> w.add(b), w.batch().user.tolist()
+(3, [1, 3, 4])
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import numpy.typing as npt
+
+from service.examples import ExampleBatch
+
+IntArray = npt.NDArray[np.int64]
+
+
+def take_rows(batch: ExampleBatch, rows: IntArray, item: IntArray | None = None) -> ExampleBatch:
+    """The examples at ``rows`` (repeats allowed), optionally with their items replaced.
+
+    Side features are gathered with one vectorised CSR gather, so sampling many negatives
+    per positive stays cheap.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = batch.feat_indptr[rows]
+    lengths = batch.feat_indptr[rows + 1] - starts
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    total = int(indptr[-1])
+    if total:
+        # Position j of output row r reads feat[starts[r] + j]: offsets repeated per row.
+        gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(total, dtype=np.int64)
+        fidx, fval = batch.feat_idx[gather], batch.feat_val[gather]
+    else:
+        fidx, fval = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return ExampleBatch(
+        user=batch.user[rows],
+        item=batch.item[rows] if item is None else np.ascontiguousarray(item, dtype=np.int64),
+        y=batch.y[rows],
+        weight=batch.weight[rows],
+        ts_ms=batch.ts_ms[rows],
+        feat_indptr=indptr,
+        feat_idx=fidx,
+        feat_val=fval,
+        holdout=batch.holdout[rows],
+    )
+
+
+def concat(batches: list[ExampleBatch]) -> ExampleBatch:
+    """One batch holding ``batches`` in order (CSR offsets shifted)."""
+    if len(batches) == 1:
+        return batches[0]
+    if not batches:
+        return ExampleBatch.from_arrays([], [], [])
+    indptrs = [np.zeros(1, np.int64)]
+    offset = 0
+    for b in batches:
+        indptrs.append(b.feat_indptr[1:] + offset)
+        offset += int(b.feat_indptr[-1])
+    return ExampleBatch(
+        user=np.concatenate([b.user for b in batches]),
+        item=np.concatenate([b.item for b in batches]),
+        y=np.concatenate([b.y for b in batches]),
+        weight=np.concatenate([b.weight for b in batches]),
+        ts_ms=np.concatenate([b.ts_ms for b in batches]),
+        feat_indptr=np.concatenate(indptrs),
+        feat_idx=np.concatenate([b.feat_idx for b in batches]),
+        feat_val=np.concatenate([b.feat_val for b in batches]),
+        holdout=np.concatenate([b.holdout for b in batches]),
+    )
+
+
+class HoldoutWindow:
+    """The latest ``capacity`` held-out examples.
+
+    Parameters
+    ----------
+    capacity
+        Most examples kept; older ones fall out first.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._chunks: deque[ExampleBatch] = deque()
+        self._n = 0
+        self._cached: ExampleBatch | None = None
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add(self, batch: ExampleBatch) -> int:
+        """Keep the rows of ``batch`` marked ``holdout``; return how many were added.
+
+        Rows whose user or item the vocabulary recycled in this batch are dropped from the
+        window: they now mean a different id, and scoring them would be noise.
+        """
+        if len(batch.recycled_users) or len(batch.recycled_items):
+            self._forget(batch.recycled_users, batch.recycled_items)
+        if not len(batch):
+            return 0
+        rows = np.flatnonzero(batch.holdout)
+        if len(rows) == 0:
+            return 0
+        if len(rows) > self.capacity:
+            rows = rows[-self.capacity:]
+        chunk = batch if len(rows) == len(batch) else take_rows(batch, rows)
+        self._chunks.append(chunk)
+        self._n += len(chunk)
+        self._trim()
+        self._cached = None
+        return len(rows)
+
+    def _trim(self) -> None:
+        while self._n - len(self._chunks[0]) >= self.capacity:
+            self._n -= len(self._chunks.popleft())
+        excess = self._n - self.capacity
+        if excess > 0:
+            first = self._chunks[0]
+            self._chunks[0] = take_rows(first, np.arange(excess, len(first), dtype=np.int64))
+            self._n -= excess
+
+    def _forget(self, users: IntArray, items: IntArray) -> None:
+        kept: deque[ExampleBatch] = deque()
+        n = 0
+        for chunk in self._chunks:
+            stale = np.isin(chunk.user, users) | np.isin(chunk.item, items)
+            if stale.any():
+                chunk = take_rows(chunk, np.flatnonzero(~stale))
+            if len(chunk):
+                kept.append(chunk)
+                n += len(chunk)
+        self._chunks, self._n, self._cached = kept, n, None
+
+    def batch(self) -> ExampleBatch:
+        """The window as one batch, oldest first (cached until the next change)."""
+        if self._cached is None:
+            self._cached = concat(list(self._chunks))
+            # Keep one chunk: the next concat after an add is then cheap.
+            self._chunks = deque([self._cached]) if len(self._cached) else deque()
+        return self._cached
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._n = 0
+        self._cached = None
