@@ -64,13 +64,29 @@ class Learner(Protocol):
         ...
 
     def recommend(
-        self, user: int, k: int = 10, exclude: npt.NDArray[np.int64] | None = None
+        self,
+        user: int,
+        k: int = 10,
+        exclude: npt.NDArray[np.int64] | None = None,
+        exclude_seen: bool = True,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """The ``k`` best item rows for ``user`` and their scores, best first."""
+        """The ``k`` best item rows for ``user`` and their scores, best first.
+
+        Users with no history get the most popular items; ``exclude_seen`` leaves out the
+        user's recent items.
+        """
         ...
 
     def get_state(self) -> ModelState:
         """A copy of the full state."""
+        ...
+
+    def published_state(self) -> ModelState:
+        """The state to publish (parameters replaced by their moving average if enabled)."""
+        ...
+
+    def clone(self) -> Learner:
+        """A fresh, untrained learner with the same hyperparameters."""
         ...
 
     @classmethod

@@ -1,0 +1,356 @@
+"""Shared machinery of the numpy-backed learners: state, validation, recommendations.
+
+Each model keeps everything it learns in named, contiguous numpy arrays
+(``self.arrays``); this class turns that into the :class:`~service.learners.base.Learner`
+protocol: input validation at the boundary, the predict-then-learn contract with its
+counters, state export as array copies, the published (optionally averaged) copy,
+recycled-row resets, and vectorised top-k recommendations with a popularity fallback.
+
+Subclasses implement the model: ``_allocate``, ``_predict``, ``_learn``, ``_item_scores``,
+``_reset`` and ``_hyperparameters``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from service.examples import ExampleBatch
+from service.learners.averaging import ParameterAverage
+from service.learners.base import LearnStats, ModelState, Task
+from service.learners.interactions import Interactions, top_k
+from service.learners.optim import Optimizer
+from service.learners.strategies import PerEvent, Strategy, strategy_from_dict
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+STATE_FORMAT_VERSION = 1
+
+
+class ArrayLearner:
+    """Base class of the learners whose parameters are numpy arrays.
+
+    Parameters
+    ----------
+    n_users, n_items
+        Rows of the user and item tables; row 0 is the reserved "unknown" row and is
+        never learned, so unknown users and items score with the shared terms only.
+    feature_bits
+        Side features are hashed into ``2 ** feature_bits`` rows.
+    optimizer
+        Per-coordinate update rule and its hyperparameters.
+    seed
+        Seeds initialisation, recycled-row resets and sampling.
+    strategy
+        :class:`PerEvent` (default) or :class:`MicroBatch`.
+    seen_per_user
+        Recent items remembered per user for ``recommend(exclude_seen=True)``.
+    ema_decay
+        When > 0, keep an exponential moving average of the parameters (updated once per
+        ``learn`` call) and publish it from :meth:`published_state`.
+    """
+
+    model_type: ClassVar[str]
+    task: Task
+    PARAMETERS: ClassVar[tuple[str, ...]] = ()
+    """Names in ``self.arrays`` that are learned parameters (counted, averaged, checked)."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        feature_bits: int = 18,
+        *,
+        optimizer: Optimizer | None = None,
+        seed: int = 42,
+        strategy: Strategy | None = None,
+        seen_per_user: int = 16,
+        ema_decay: float = 0.0,
+    ) -> None:
+        if n_users < 1 or n_items < 2:
+            raise ValueError(
+                f"need n_users >= 1 and n_items >= 2 (row 0 is reserved), got "
+                f"n_users={n_users}, n_items={n_items}"
+            )
+        if not 1 <= feature_bits <= 30:
+            raise ValueError(f"feature_bits must be in [1, 30], got {feature_bits}")
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+        self.feature_bits = int(feature_bits)
+        self.optimizer = (optimizer if optimizer is not None
+                          else self.default_optimizer(getattr(self, "task", None)))
+        self.seed = int(seed)
+        self.strategy: Strategy = strategy if strategy is not None else PerEvent()
+        self.seen_per_user = int(seen_per_user)
+        self.ema_decay = float(ema_decay)
+        self.interactions = Interactions(self.n_users, self.n_items, self.seen_per_user)
+        self.average = ParameterAverage(self.ema_decay) if self.ema_decay > 0 else None
+        self.n_seen = 0
+        self.n_updates = 0
+        self.n_skipped_nonfinite = 0
+        rng = np.random.default_rng(self.seed)
+        self.arrays: dict[str, npt.NDArray[Any]] = self._allocate(rng)
+        self.arrays["rng"] = np.array([rng.integers(0, 2**63 - 1)], dtype=np.uint64)
+
+    # -- to implement ------------------------------------------------------------------
+
+    @classmethod
+    def default_optimizer(cls, task: str | None = None) -> Optimizer:
+        """The tuned default update rule (``freshrec bench learners`` checks it)."""
+        return Optimizer()
+
+    def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
+        raise NotImplementedError
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _predict(self, batch: ExampleBatch) -> FloatArray:
+        raise NotImplementedError
+
+    def _learn(self, batch: ExampleBatch, bounds: IntArray | None) -> tuple[FloatArray, int, int]:
+        """Predict-then-learn; returns (pre-update predictions, updates, skipped)."""
+        raise NotImplementedError
+
+    def _item_scores(self, user: int) -> npt.NDArray[np.float32]:
+        raise NotImplementedError
+
+    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    # -- the protocol -------------------------------------------------------------------
+
+    def predict(self, batch: ExampleBatch) -> FloatArray:
+        """Score ``batch`` without learning."""
+        self._check(batch)
+        if len(batch) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self._predict(batch)
+
+    def learn(
+        self, batch: ExampleBatch, strategy: Strategy | None = None
+    ) -> tuple[FloatArray, LearnStats]:
+        """Predict each example, then learn from it; return the pre-update predictions.
+
+        ``strategy`` overrides the learner's own for this call.
+        """
+        self._check(batch)
+        n = len(batch)
+        if n == 0:
+            return np.zeros(0, dtype=np.float32), LearnStats()
+        strategy = strategy if strategy is not None else self.strategy
+        bounds = strategy.bounds(batch.ts_ms)
+        preds, updates, skipped = self._learn(batch, bounds)
+        mask = np.isfinite(batch.y) & (batch.weight > 0)
+        if self.task != "regression":
+            mask &= batch.y > 0
+        self.interactions.record(batch.user, batch.item, mask)
+        if self.average is not None:
+            self.average.update(self._parameters())
+        self.n_seen += n
+        self.n_updates += updates
+        self.n_skipped_nonfinite += skipped
+        return preds, LearnStats(n_examples=n, n_updates=updates, n_skipped_nonfinite=skipped)
+
+    def reset_rows(self, users: IntArray, items: IntArray) -> None:
+        """Reinitialise recycled user and item rows (row 0 stays the unknown row)."""
+        users = np.unique(np.asarray(users, dtype=np.int64))
+        items = np.unique(np.asarray(items, dtype=np.int64))
+        users = users[users != 0]
+        items = items[items != 0]
+        if (len(users) and (users.min() < 0 or users.max() >= self.n_users)) or (
+            len(items) and (items.min() < 0 or items.max() >= self.n_items)
+        ):
+            raise ValueError("reset_rows got rows outside the model's user/item tables")
+        if not len(users) and not len(items):
+            return
+        rng = np.random.default_rng(int(self.arrays["rng"][0]))
+        self._reset(users, items, rng)
+        self.arrays["rng"][0] = rng.integers(0, 2**63 - 1)
+        self.interactions.reset(users, items)
+        if self.average is not None and self.average.arrays:
+            for name in self.PARAMETERS:
+                rows = self._rows_of(name, users, items)
+                if rows is not None:
+                    self.average.reset_rows(name, rows, self.arrays[name][rows])
+
+    def recommend(
+        self,
+        user: int,
+        k: int = 10,
+        exclude: IntArray | None = None,
+        exclude_seen: bool = True,
+    ) -> tuple[IntArray, FloatArray]:
+        """The ``k`` best item rows for ``user`` and their scores, best first.
+
+        Users with no interaction yet (including row 0, unknown) get the most popular
+        items, scored by their interaction count. ``exclude_seen`` leaves out the user's
+        recent items; ``exclude`` adds more rows to leave out.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        user = int(user)
+        drop = [np.zeros(1, dtype=np.int64)]  # row 0 is never a real item
+        if exclude_seen:
+            drop.append(self.interactions.seen_items(user))
+        if exclude is not None:
+            drop.append(np.asarray(exclude, dtype=np.int64))
+        dropped = np.concatenate(drop)
+        dropped = dropped[(dropped >= 0) & (dropped < self.n_items)]
+        if not self.interactions.is_known(user):
+            rows = self.interactions.popular(k, dropped)
+            return rows, self.interactions.item_count[rows].astype(np.float32)
+        scores = self._item_scores(user).astype(np.float32, copy=True)
+        scores[dropped] = -np.inf
+        scores[~np.isfinite(scores)] = -np.inf
+        rows = top_k(scores, k)
+        return rows, scores[rows]
+
+    def get_state(self) -> ModelState:
+        """A copy of the full state (parameters, optimiser state, interactions, average)."""
+        arrays = {name: np.ascontiguousarray(a).copy() for name, a in self.arrays.items()}
+        for name, a in self.interactions.arrays().items():
+            arrays[f"interactions.{name}"] = a.copy()
+        if self.average is not None:
+            for name, a in self.average.arrays.items():
+                arrays[f"ema.{name}"] = a.copy()
+        return ModelState(
+            model_type=self.model_type,
+            config=self.get_config(),
+            arrays=arrays,
+            format_version=STATE_FORMAT_VERSION,
+            counters={
+                "n_seen": self.n_seen,
+                "n_updates": self.n_updates,
+                "n_skipped_nonfinite": self.n_skipped_nonfinite,
+            },
+        )
+
+    def published_state(self) -> ModelState:
+        """The state to publish: parameters replaced by their moving average if enabled."""
+        state = self.get_state()
+        if self.average is not None and self.average.arrays:
+            for name, a in self.average.arrays.items():
+                state.arrays[name] = a.copy()
+        state.arrays = {k: v for k, v in state.arrays.items() if not k.startswith("ema.")}
+        return state
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> Self:
+        """Rebuild a learner from :meth:`get_state` (or :meth:`published_state`)."""
+        if state.model_type != cls.model_type:
+            raise ValueError(
+                f"state is for model {state.model_type!r}, not {cls.model_type!r}; "
+                "use learner_from_state() to pick the class from the state"
+            )
+        if state.format_version != STATE_FORMAT_VERSION:
+            raise ValueError(
+                f"state format version {state.format_version} is not supported "
+                f"(this build reads version {STATE_FORMAT_VERSION})"
+            )
+        learner = cls.from_config(state.config)
+        inter = {}
+        ema = {}
+        for name, array in state.arrays.items():
+            if name.startswith("interactions."):
+                inter[name.removeprefix("interactions.")] = array
+            elif name.startswith("ema."):
+                ema[name.removeprefix("ema.")] = array
+            elif name in learner.arrays:
+                current = learner.arrays[name]
+                if array.shape != current.shape:
+                    raise ValueError(
+                        f"array {name!r} has shape {array.shape}, the config implies "
+                        f"{current.shape}"
+                    )
+                learner.arrays[name] = np.array(array, dtype=current.dtype, order="C")
+            else:
+                raise ValueError(f"unexpected array {name!r} in {cls.model_type} state")
+        missing = set(learner.arrays) - {
+            n for n in state.arrays if "." not in n
+        }
+        if missing:
+            raise ValueError(f"state lacks arrays {sorted(missing)}")
+        if inter:
+            learner.interactions.load(inter)
+        if learner.average is not None and ema:
+            learner.average.arrays = {k: np.array(v, order="C") for k, v in ema.items()}
+        learner.n_seen = state.counters.get("n_seen", 0)
+        learner.n_updates = state.counters.get("n_updates", 0)
+        learner.n_skipped_nonfinite = state.counters.get("n_skipped_nonfinite", 0)
+        learner._after_load()
+        return learner
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (what ``from_config`` takes)."""
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "feature_bits": self.feature_bits,
+            "optimizer": self.optimizer.to_dict(),
+            "seed": self.seed,
+            "strategy": self.strategy.to_dict(),
+            "seen_per_user": self.seen_per_user,
+            "ema_decay": self.ema_decay,
+            **self._hyperparameters(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Self:
+        kwargs = dict(config)
+        kwargs["optimizer"] = Optimizer.from_dict(kwargs["optimizer"])
+        kwargs["strategy"] = strategy_from_dict(kwargs["strategy"])
+        return cls(**kwargs)
+
+    def clone(self) -> Self:
+        """A fresh, untrained learner with the same hyperparameters (and seed)."""
+        return type(self).from_config(self.get_config())
+
+    def n_parameters(self) -> int:
+        """Number of learned scalars."""
+        return int(sum(self.arrays[name].size for name in self.PARAMETERS))
+
+    def is_finite(self) -> bool:
+        """True when every parameter is finite."""
+        return all(bool(np.isfinite(self.arrays[name]).all()) for name in self.PARAMETERS)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _parameters(self) -> dict[str, npt.NDArray[Any]]:
+        return {name: self.arrays[name] for name in self.PARAMETERS}
+
+    def _rows_of(self, name: str, users: IntArray, items: IntArray) -> IntArray | None:
+        """Rows of parameter ``name`` belonging to recycled users/items (for the average)."""
+        return None
+
+    def _after_load(self) -> None:
+        """Hook for subclasses that cache derived arrays."""
+
+    def _check(self, batch: ExampleBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        for name, size in (("user", self.n_users), ("item", self.n_items)):
+            col = getattr(batch, name)
+            if col.dtype != np.int64:
+                raise TypeError(f"ExampleBatch.{name} must be int64, got {col.dtype}")
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= size:
+                raise ValueError(
+                    f"{name} rows must be in [0, {size}) but the batch has [{lo}, {hi}]; "
+                    f"build the learner with n_{name}s >= the {name} vocabulary capacity"
+                )
+        for name in ("y", "weight", "feat_val"):
+            col = getattr(batch, name)
+            if col.dtype != np.float32:
+                raise TypeError(f"ExampleBatch.{name} must be float32, got {col.dtype}")
+        if len(batch.feat_idx):
+            lo, hi = int(batch.feat_idx.min()), int(batch.feat_idx.max())
+            if lo < 0 or hi >= 1 << self.feature_bits:
+                raise ValueError(
+                    f"feature indices must be in [0, 2**{self.feature_bits}) but the batch "
+                    f"has [{lo}, {hi}]; hash side features with the same feature_bits"
+                )
+

@@ -1,0 +1,432 @@
+"""Factorisation machine over the user, the item and hashed side features.
+
+Every example is a sparse vector over one table of rows: its user row, its item row and
+its hashed side features (the ExampleBatch CSR arrays, e.g. device, page, crosses). The
+model is
+
+    y_hat = w_0 + sum_j w_j x_j + sum_{j<l} <v_j, v_l> x_j x_l
+
+computed in O(k . nnz) with Rendle's identity
+``sum_{j<l} <v_j, v_l> x_j x_l``
+``= 1/2 sum_f [(sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2]``.
+With only a user and an item it reduces to biased MF; side features add context effects
+and their interactions with taste. Regression uses squared loss (predictions clipped to
+the target range seen), ``binary`` uses log loss and predicts a probability.
+
+References
+----------
+Rendle (2010). Factorization machines. ICDM.
+Rendle (2012). Factorization machines with libFM. ACM TIST 3(3).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from service.examples import ExampleBatch
+from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
+from service.learners.base import Task
+from service.learners.optim import (
+    FASTMATH,
+    Optimizer,
+    clip,
+    scheduled_lr,
+    soft_threshold,
+    step,
+)
+from service.learners.strategies import Strategy
+from service.learners.target_stats import clip_prediction, mean, new_stats, observe
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+@njit(cache=True, inline="always")
+def _gather(n: int, user: IntArray, item: IntArray, indptr: IntArray, fidx: IntArray,
+            fval: F32, n_users: int, n_items: int, rows: IntArray, xs: F32) -> int:
+    """The rows and values of example ``n`` in the joint table; returns how many."""
+    m = 0
+    if user[n] != 0:
+        rows[m] = user[n]
+        xs[m] = 1.0
+        m += 1
+    if item[n] != 0:
+        rows[m] = n_users + item[n]
+        xs[m] = 1.0
+        m += 1
+    base = n_users + n_items
+    for j in range(indptr[n], indptr[n + 1]):
+        if fval[j] != 0.0:
+            rows[m] = base + fidx[j]
+            xs[m] = fval[j]
+            m += 1
+    return m
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _forward(rows: IntArray, xs: F32, m: int, w0: F64, W: F32, V: F32, s: F32) -> float:
+    lin = w0[0]
+    for j in range(m):
+        lin += W[rows[j]] * xs[j]
+    k = V.shape[1]
+    for f in range(k):
+        s[f] = 0.0
+    sq = 0.0
+    for j in range(m):
+        r = rows[j]
+        x = xs[j]
+        for f in range(k):
+            v = V[r, f] * x
+            s[f] += v
+            sq += v * v
+    tot = 0.0
+    for f in range(k):
+        tot += s[f] * s[f]
+    return lin + 0.5 * (tot - sq)
+
+
+@njit(cache=True, inline="always")
+def _output(raw: float, binary: bool, stats: F64) -> float:
+    if binary:
+        if raw >= 0:
+            return 1.0 / (1.0 + math.exp(-raw))
+        e = math.exp(raw)
+        return e / (1.0 + e)
+    return clip_prediction(raw + mean(stats), stats)
+
+
+@njit(cache=True, inline="always")
+def _dloss(raw: float, y: float, binary: bool, stats: F64) -> float:
+    """Derivative of the loss with respect to the raw score."""
+    if binary:
+        return _output(raw, True, stats) - y
+    return raw + mean(stats) - y
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _predict_kernel(user: IntArray, item: IntArray, indptr: IntArray, fidx: IntArray,
+                    fval: F32, n_users: int, n_items: int, w0: F64, W: F32, V: F32,
+                    stats: F64, binary: bool, out: F32, rows: IntArray, xs: F32,
+                    s: F32) -> None:
+    for n in range(len(user)):
+        m = _gather(n, user, item, indptr, fidx, fval, n_users, n_items, rows, xs)
+        out[n] = _output(_forward(rows, xs, m, w0, W, V, s), binary, stats)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _learn_events(
+    user: IntArray, item: IntArray, indptr: IntArray, fidx: IntArray, fval: F32, y: F32,
+    w: F32, n_users: int, n_items: int, w0: F64, W: F32, V: F32, aW: F32, aV: F32,
+    stats: F64, binary: bool, lr: float, power_t: float, t0: int, adagrad: bool,
+    l1: float, l2_w: float, l2_v: float, clip_g: float, out: F32, rows: IntArray,
+    xs: F32, s: F32, tW: F32, taW: F32, tV: F32, taV: F32,
+) -> tuple[int, int]:
+    k = V.shape[1]
+    updates = 0
+    skipped = 0
+    for n in range(len(user)):
+        m = _gather(n, user, item, indptr, fidx, fval, n_users, n_items, rows, xs)
+        raw = _forward(rows, xs, m, w0, W, V, s)
+        out[n] = _output(raw, binary, stats)
+        yn = y[n]
+        wn = w[n]
+        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+            skipped += 1
+            continue
+        if wn <= 0.0:
+            continue
+        g = clip(wn * _dloss(raw, yn, binary, stats), clip_g)
+        eta = scheduled_lr(lr, power_t, t0 + updates)
+        total = w0[0] - eta * g
+        for j in range(m):
+            r = rows[j]
+            x = xs[j]
+            tW[j], taW[j] = step(W[r], g * x + l2_w * W[r], aW[r] if adagrad else 0.0, eta,
+                                 adagrad)
+            tW[j] = soft_threshold(tW[j], eta * l1)
+            total += tW[j]
+            for f in range(k):
+                v = V[r, f]
+                tV[j, f], taV[j, f] = step(v, g * x * (s[f] - v * x) + l2_v * v,
+                                           aV[r, f] if adagrad else 0.0, eta, adagrad)
+                total += tV[j, f]
+        if not math.isfinite(total):
+            skipped += 1
+            continue
+        w0[0] -= eta * g
+        for j in range(m):
+            r = rows[j]
+            W[r] = tW[j]
+            if adagrad:
+                aW[r] = taW[j]
+            for f in range(k):
+                V[r, f] = tV[j, f]
+                if adagrad:
+                    aV[r, f] = taV[j, f]
+        if not binary:
+            observe(stats, yn, wn)
+        updates += 1
+    return updates, skipped
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _learn_segments(
+    bounds: IntArray, user: IntArray, item: IntArray, indptr: IntArray, fidx: IntArray,
+    fval: F32, y: F32, w: F32, n_users: int, n_items: int, w0: F64, W: F32, V: F32,
+    aW: F32, aV: F32, stats: F64, binary: bool, lr: float, power_t: float, t0: int,
+    adagrad: bool, l1: float, l2_w: float, l2_v: float, clip_g: float, out: F32,
+    rows: IntArray, xs: F32, s: F32, tV: F32, taV: F32, gW: F32, gV: F32,
+    cnt: npt.NDArray[np.int32], touched: IntArray, raws: F64,
+) -> tuple[int, int]:
+    k = V.shape[1]
+    updates = 0
+    skipped = 0
+    for seg in range(len(bounds) - 1):
+        a = bounds[seg]
+        b = bounds[seg + 1]
+        for n in range(a, b):
+            m = _gather(n, user, item, indptr, fidx, fval, n_users, n_items, rows, xs)
+            raws[n - a] = _forward(rows, xs, m, w0, W, V, s)
+            out[n] = _output(raws[n - a], binary, stats)
+        nt = 0
+        g0 = 0.0
+        learned = 0
+        for n in range(a, b):
+            raw = raws[n - a]
+            yn = y[n]
+            wn = w[n]
+            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+                skipped += 1
+                continue
+            if wn <= 0.0:
+                continue
+            g = clip(wn * _dloss(raw, yn, binary, stats), clip_g)
+            m = _gather(n, user, item, indptr, fidx, fval, n_users, n_items, rows, xs)
+            _forward(rows, xs, m, w0, W, V, s)  # recompute s for this example
+            g0 += g
+            for j in range(m):
+                r = rows[j]
+                x = xs[j]
+                if cnt[r] == 0:
+                    touched[nt] = r
+                    nt += 1
+                cnt[r] += 1
+                gW[r] += g * x
+                for f in range(k):
+                    gV[r, f] += g * x * (s[f] - V[r, f] * x)
+            if not binary:
+                observe(stats, yn, wn)
+            learned += 1
+        eta = scheduled_lr(lr, power_t, t0 + updates + learned)
+        rejected = 0
+        if learned:
+            w0[0] -= eta * g0 / learned
+        for j in range(nt):
+            r = touched[j]
+            c = cnt[r]
+            nw, naw = step(W[r], gW[r] / c + l2_w * W[r], aW[r] if adagrad else 0.0, eta,
+                           adagrad)
+            nw = soft_threshold(nw, eta * l1)
+            total = nw
+            for f in range(k):
+                tV[0, f], taV[0, f] = step(V[r, f], gV[r, f] / c + l2_v * V[r, f],
+                                           aV[r, f] if adagrad else 0.0, eta, adagrad)
+                total += tV[0, f]
+                gV[r, f] = 0.0
+            gW[r] = 0.0
+            cnt[r] = 0
+            if not math.isfinite(total):
+                rejected += 1
+                continue
+            W[r] = nw
+            if adagrad:
+                aW[r] = naw
+            for f in range(k):
+                V[r, f] = tV[0, f]
+                if adagrad:
+                    aV[r, f] = taV[0, f]
+        # A rejected row step counts as one skipped example (at most the mini-batch's).
+        rejected = min(rejected, learned)
+        updates += learned - rejected
+        skipped += rejected
+    return updates, skipped
+
+
+class FM(ArrayLearner):
+    """Factorisation machine over user, item and hashed side-feature fields.
+
+    Parameters
+    ----------
+    n_users, n_items, feature_bits
+        The joint table has ``n_users + n_items + 2 ** feature_bits`` rows.
+    task
+        ``"regression"`` (squared loss) or ``"binary"`` (log loss, probability output).
+    n_factors
+        Latent dimensions.
+    init_std
+        Standard deviation of the initial factors.
+    l2_weights
+        L2 decay of the linear weights (the factors use ``optimizer.l2``); L1 on the
+        linear weights is ``optimizer.l1``.
+    optimizer, seed, strategy, seen_per_user, ema_decay
+        See :class:`~service.learners.array_learner.ArrayLearner`.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from service.examples import ExampleBatch
+    >>> rng = np.random.default_rng(0)
+    >>> n = 20_000
+    >>> users, items = rng.integers(1, 30, n), rng.integers(1, 20, n)
+    >>> device = rng.integers(0, 2, n)                 # one side feature per example
+    >>> clicked = (rng.random(n) < np.where(device == 1, 0.8, 0.2)).astype(np.float32)
+    >>> batch = ExampleBatch.from_arrays(users, items, clicked)
+    >>> batch.feat_indptr = np.arange(n + 1, dtype=np.int64)
+    >>> batch.feat_idx, batch.feat_val = device.astype(np.int64), np.ones(n, np.float32)
+    >>> model = FM(n_users=30, n_items=20, feature_bits=4, task="binary", n_factors=4)
+    >>> p, _ = model.learn(batch)
+    >>> bool(p[-1000:][device[-1000:] == 1].mean() > 0.7)   # the device effect is learned
+    True
+    """
+
+    model_type: ClassVar[str] = "fm"
+    PARAMETERS: ClassVar[tuple[str, ...]] = ("bias", "weights", "factors")
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        feature_bits: int = 18,
+        *,
+        task: Literal["regression", "binary"] = "regression",
+        n_factors: int = 32,
+        init_std: float = 0.1,
+        l2_weights: float = 0.0,
+        optimizer: Optimizer | None = None,
+        seed: int = 42,
+        strategy: Strategy | None = None,
+        seen_per_user: int = 16,
+        ema_decay: float = 0.0,
+    ) -> None:
+        if task not in ("regression", "binary"):
+            raise ValueError(f"FM task must be 'regression' or 'binary', got {task!r}")
+        if n_factors < 1:
+            raise ValueError(f"n_factors must be >= 1, got {n_factors}")
+        if not (init_std >= 0 and math.isfinite(init_std)):
+            raise ValueError(f"init_std must be a non-negative number, got {init_std}")
+        if not (l2_weights >= 0 and math.isfinite(l2_weights)):
+            raise ValueError(f"l2_weights must be a non-negative number, got {l2_weights}")
+        self.task: Task = task
+        self.n_factors = int(n_factors)
+        self.init_std = float(init_std)
+        self.l2_weights = float(l2_weights)
+        super().__init__(n_users, n_items, feature_bits, optimizer=optimizer, seed=seed,
+                         strategy=strategy, seen_per_user=seen_per_user, ema_decay=ema_decay)
+        self._scratch: dict[str, npt.NDArray[Any]] = {}
+
+    @classmethod
+    def default_optimizer(cls, task: str | None = None) -> Optimizer:
+        # AdaGrad: with dozens of hashed features per example, a shared SGD rate is either
+        # too slow for rare features or unstable for frequent ones.
+        if task == "binary":
+            return Optimizer(kind="adagrad", learning_rate=0.03, l2=0.02, clip_gradient=10.0)
+        return Optimizer(kind="adagrad", learning_rate=0.1, l2=0.02, clip_gradient=10.0)
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_users + self.n_items + (1 << self.feature_bits)
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"task": self.task, "n_factors": self.n_factors, "init_std": self.init_std,
+                "l2_weights": self.l2_weights}
+
+    def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
+        R = self.n_rows
+        V = rng.normal(0.0, self.init_std, (R, self.n_factors)).astype(np.float32)
+        V[0] = 0.0
+        V[self.n_users] = 0.0
+        adagrad = self.optimizer.adagrad
+        return {
+            "bias": np.zeros(1, dtype=np.float64),
+            "weights": np.zeros(R, dtype=np.float32),
+            "factors": V,
+            "stats": new_stats(),
+            "acc_weights": np.zeros(R if adagrad else 1, dtype=np.float32),
+            "acc_factors": np.zeros(V.shape if adagrad else (1, 1), dtype=np.float32),
+        }
+
+    def _work(self, batch: ExampleBatch) -> tuple[IntArray, F32, F32]:
+        lengths = np.diff(batch.feat_indptr)
+        width = int(lengths.max(initial=0)) + 2
+        return (np.empty(width, dtype=np.int64), np.empty(width, dtype=np.float32),
+                np.empty(self.n_factors, dtype=np.float32))
+
+    def _predict(self, batch: ExampleBatch) -> FloatArray:
+        a = self.arrays
+        out = np.empty(len(batch), dtype=np.float32)
+        rows, xs, s = self._work(batch)
+        _predict_kernel(batch.user, batch.item, batch.feat_indptr, batch.feat_idx,
+                        batch.feat_val, self.n_users, self.n_items, a["bias"], a["weights"],
+                        a["factors"], a["stats"], self.task == "binary", out, rows, xs, s)
+        return out
+
+    def _learn(self, batch: ExampleBatch, bounds: IntArray | None) -> tuple[FloatArray, int, int]:
+        a = self.arrays
+        o = self.optimizer
+        out = np.empty(len(batch), dtype=np.float32)
+        rows, xs, s = self._work(batch)
+        head = (batch.user, batch.item, batch.feat_indptr, batch.feat_idx, batch.feat_val,
+                batch.y, batch.weight, self.n_users, self.n_items, a["bias"], a["weights"],
+                a["factors"], a["acc_weights"], a["acc_factors"], a["stats"],
+                self.task == "binary", o.learning_rate, o.effective_power_t, self.n_updates,
+                o.adagrad, o.l1, self.l2_weights, o.l2, o.clip_gradient, out, rows, xs, s)
+        width = len(rows)
+        if bounds is None:
+            tW = np.empty(width, dtype=np.float32)
+            tV = np.empty((width, self.n_factors), dtype=np.float32)
+            updates, skipped = _learn_events(*head, tW, tW.copy(), tV, tV.copy())
+        else:
+            sc = self._segment_scratch()
+            tV = np.empty((1, self.n_factors), dtype=np.float32)
+            raws = np.empty(int(np.diff(bounds).max()), dtype=np.float64)
+            updates, skipped = _learn_segments(bounds, *head, tV, tV.copy(), sc["gW"],
+                                               sc["gV"], sc["cnt"], sc["touched"], raws)
+        return out, int(updates), int(skipped)
+
+    def _segment_scratch(self) -> dict[str, npt.NDArray[Any]]:
+        if not self._scratch:
+            R = self.n_rows
+            self._scratch = {
+                "gW": np.zeros(R, dtype=np.float32),
+                "gV": np.zeros((R, self.n_factors), dtype=np.float32),
+                "cnt": np.zeros(R, dtype=np.int32),
+                "touched": np.zeros(R, dtype=np.int64),
+            }
+        return self._scratch
+
+    def _item_scores(self, user: int) -> FloatArray:
+        a = self.arrays
+        lo, hi = self.n_users, self.n_users + self.n_items
+        V, W = a["factors"], a["weights"]
+        scores: FloatArray = V[lo:hi] @ V[user] + W[lo:hi]
+        return scores
+
+    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+        a = self.arrays
+        rows = np.concatenate([users, items + self.n_users])
+        a["factors"][rows] = rng.normal(0.0, self.init_std,
+                                        (len(rows), self.n_factors)).astype(np.float32)
+        a["weights"][rows] = 0.0
+        if self.optimizer.adagrad:
+            a["acc_weights"][rows] = 0.0
+            a["acc_factors"][rows] = 0.0
+
+    def _rows_of(self, name: str, users: IntArray, items: IntArray) -> IntArray | None:
+        if name == "bias":
+            return None
+        return np.concatenate([users, items + self.n_users])

@@ -1,0 +1,144 @@
+"""Per-coordinate optimisation rules shared by the gradient-based learners.
+
+The learners' compiled kernels call the small inlined functions below for every
+coordinate they touch; :class:`Optimizer` holds the hyperparameters on the Python side and
+validates them once, at construction.
+
+* **SGD** with an optional inverse-scaling schedule ``lr / (1 + t) ** power_t``
+  (scikit-learn's ``invscaling``; ``t`` counts updates).
+* **AdaGrad** per coordinate: each parameter divides its step by the root of its own sum
+  of squared gradients, so rare users and items keep large steps while popular ones
+  settle (Duchi et al. 2011).
+* **L2** as weight decay inside the gradient, **L1** as a proximal soft-threshold after
+  the step (truncated gradient), which produces exact zeros.
+* **Gradient clipping** of the loss derivative, which bounds every step: together with
+  the kernels' finite check this is what keeps a model from ever becoming NaN.
+
+References
+----------
+Duchi, Hazan and Singer (2011). Adaptive subgradient methods for online learning and
+stochastic optimization. JMLR 12.
+
+Example
+-------
+>>> opt = Optimizer(kind="adagrad", learning_rate=0.1)
+>>> opt.to_dict()["kind"]
+'adagrad'
+>>> Optimizer.from_dict(opt.to_dict()) == opt
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from numba import njit
+
+FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
+"""Fast-math flags for the kernels: reassociation lets LLVM vectorise the dot products.
+``nnan``/``ninf`` are left out on purpose: the finite checks must stay meaningful."""
+
+_ADAGRAD_EPS = 1e-7
+
+
+@dataclass(frozen=True, slots=True)
+class Optimizer:
+    """Hyperparameters of the per-coordinate update.
+
+    Parameters
+    ----------
+    kind
+        ``"sgd"`` or ``"adagrad"``.
+    learning_rate
+        Base step size.
+    schedule
+        ``"constant"`` or ``"invscaling"`` (``learning_rate / (1 + t) ** power_t``).
+        Constant suits drifting streams: a decaying rate stops adapting.
+    power_t
+        Exponent of the inverse-scaling schedule.
+    l1, l2
+        Regularisation strengths.
+    clip_gradient
+        Bound on the absolute derivative of the loss for one example.
+    """
+
+    kind: Literal["sgd", "adagrad"] = "sgd"
+    learning_rate: float = 0.02
+    schedule: Literal["constant", "invscaling"] = "constant"
+    power_t: float = 0.25
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_gradient: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sgd", "adagrad"):
+            raise ValueError(f"kind must be 'sgd' or 'adagrad', got {self.kind!r}")
+        if self.schedule not in ("constant", "invscaling"):
+            raise ValueError(
+                f"schedule must be 'constant' or 'invscaling', got {self.schedule!r}"
+            )
+        for name in ("learning_rate", "clip_gradient"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        for name in ("l1", "l2", "power_t"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative finite number, got {value}")
+
+    @property
+    def adagrad(self) -> bool:
+        return self.kind == "adagrad"
+
+    @property
+    def effective_power_t(self) -> float:
+        """The schedule's exponent, 0 for a constant rate (what the kernels take)."""
+        return self.power_t if self.schedule == "invscaling" else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Optimizer:
+        return cls(**data)
+
+
+@njit(cache=True, inline="always")
+def scheduled_lr(lr: float, power_t: float, t: int) -> float:
+    """The learning rate at update ``t``."""
+    if power_t == 0.0:
+        return lr
+    return lr / (1.0 + t) ** power_t
+
+
+@njit(cache=True, inline="always")
+def clip(g: float, bound: float) -> float:
+    """``g`` clipped to ``[-bound, bound]``."""
+    if g > bound:
+        return bound
+    if g < -bound:
+        return -bound
+    return g
+
+
+@njit(cache=True, inline="always")
+def step(param: float, grad: float, acc: float, lr: float, adagrad: bool) -> tuple[float, float]:
+    """One update of one coordinate: returns (new parameter, new AdaGrad accumulator)."""
+    if adagrad:
+        acc = acc + grad * grad
+        return param - lr * grad / (math.sqrt(acc) + _ADAGRAD_EPS), acc
+    return param - lr * grad, acc
+
+
+@njit(cache=True, inline="always")
+def soft_threshold(param: float, amount: float) -> float:
+    """Proximal step of L1: shrink towards zero by ``amount``, stopping at zero."""
+    if amount <= 0.0:
+        return param
+    if param > amount:
+        return param - amount
+    if param < -amount:
+        return param + amount
+    return 0.0

@@ -1,0 +1,280 @@
+"""Update strategies: when and how a learner turns examples into parameter updates.
+
+* :class:`PerEvent` — for each example in stream order: predict, then take one SGD step.
+  The most responsive, and what the compiled kernels are built for.
+* :class:`MicroBatch` — cut the stream into mini-batches of ``size`` examples or
+  ``interval_ms`` of event time, whichever comes first; predict the whole mini-batch with
+  the parameters from before it, then apply one averaged gradient step. Averaging is per
+  parameter row (each touched user/item/feature row divides its summed gradient by the
+  number of examples that touched it), because an average over the whole mini-batch
+  would shrink the step of a row seen once by the mini-batch size.
+* :class:`WindowRetrain` — the batch approach online learning replaces: keep the last
+  ``window`` examples, and every ``every`` examples train a fresh model from scratch on
+  the window (``epochs`` passes) and swap it in. Predictions between retrains come from a
+  frozen model. It exists to be compared against (``freshrec bench strategies``).
+
+Mini-batches never straddle two ``learn`` calls: the runtime's poll batch is already a
+natural boundary, and holding examples back across polls would delay learning.
+
+Example
+-------
+>>> import numpy as np
+>>> MicroBatch(size=3).bounds(np.zeros(7, dtype=np.int64)).tolist()
+[0, 3, 6, 7]
+>>> MicroBatch(size=100, interval_ms=10).bounds(np.array([0, 5, 10, 12, 30])).tolist()
+[0, 2, 4, 5]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from service.examples import ExampleBatch
+from service.learners.base import LearnStats, ModelState
+
+if TYPE_CHECKING:
+    from service.learners.base import Learner
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class PerEvent:
+    """Predict then learn, one example at a time."""
+
+    name: ClassVar[str] = "per_event"
+
+    def bounds(self, ts_ms: IntArray) -> IntArray | None:
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@njit(cache=True)
+def _segment_bounds(ts_ms: IntArray, size: int, interval_ms: int) -> IntArray:
+    n = len(ts_ms)
+    out = np.empty(n + 1, dtype=np.int64)
+    m = 0
+    out[m] = 0
+    m += 1
+    start = 0
+    for j in range(1, n):
+        if j - start >= size or (interval_ms > 0 and ts_ms[j] - ts_ms[start] >= interval_ms):
+            out[m] = j
+            m += 1
+            start = j
+    if n > 0:
+        out[m] = n
+        m += 1
+    return out[:m]
+
+
+@dataclass(frozen=True, slots=True)
+class MicroBatch:
+    """One averaged step per ``size`` examples or ``interval_ms`` of event time.
+
+    Parameters
+    ----------
+    size
+        Most examples per mini-batch.
+    interval_ms
+        Longest event-time span of a mini-batch (0: no time limit).
+    """
+
+    size: int = 256
+    interval_ms: int = 0
+    name: ClassVar[str] = "micro_batch"
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"MicroBatch size must be >= 1, got {self.size}")
+        if self.interval_ms < 0:
+            raise ValueError(f"MicroBatch interval_ms must be >= 0, got {self.interval_ms}")
+
+    def bounds(self, ts_ms: IntArray) -> IntArray:
+        """Start offsets of the mini-batches, then ``len(ts_ms)``."""
+        return _segment_bounds(np.ascontiguousarray(ts_ms, dtype=np.int64), self.size,
+                               self.interval_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self)}
+
+
+Strategy = PerEvent | MicroBatch
+
+
+def strategy_from_dict(data: dict[str, Any]) -> Strategy:
+    """Inverse of ``to_dict`` (for ``from_state``)."""
+    kwargs = {k: v for k, v in data.items() if k != "name"}
+    if data.get("name") == "micro_batch":
+        return MicroBatch(**kwargs)
+    if data.get("name") in (None, "per_event"):
+        return PerEvent()
+    raise ValueError(f"unknown strategy {data.get('name')!r}; use 'per_event' or 'micro_batch'")
+
+
+def _concat(batches: list[ExampleBatch]) -> ExampleBatch:
+    """One batch from several, side features included (for the retraining window)."""
+    offsets = np.cumsum([0] + [len(b.feat_idx) for b in batches[:-1]])
+    indptr = np.concatenate(
+        [np.zeros(1, dtype=np.int64)]
+        + [b.feat_indptr[1:] + off for b, off in zip(batches, offsets, strict=True)]
+    )
+    return ExampleBatch(
+        user=np.concatenate([b.user for b in batches]),
+        item=np.concatenate([b.item for b in batches]),
+        y=np.concatenate([b.y for b in batches]),
+        weight=np.concatenate([b.weight for b in batches]),
+        ts_ms=np.concatenate([b.ts_ms for b in batches]),
+        feat_indptr=indptr,
+        feat_idx=np.concatenate([b.feat_idx for b in batches]),
+        feat_val=np.concatenate([b.feat_val for b in batches]),
+    )
+
+
+def _tail(batch: ExampleBatch, n: int) -> ExampleBatch:
+    if n >= len(batch):
+        return batch
+    mask = np.zeros(len(batch), dtype=np.bool_)
+    mask[len(batch) - n :] = True
+    return batch.select(mask)
+
+
+class WindowRetrain:
+    """Periodic retraining from scratch on a sliding window (the batch baseline).
+
+    Wraps a learner: predictions come from the last trained model, frozen in between.
+
+    Parameters
+    ----------
+    learner
+        The model to retrain; a fresh copy with the same hyperparameters is trained each
+        time (``learner.clone()``).
+    window
+        Examples kept for retraining (the most recent).
+    every
+        Retrain after this many new examples.
+    epochs
+        Passes over the window per retrain.
+
+    Example
+    -------
+    >>> from service.learners.biased_mf import BiasedMF
+    >>> model = WindowRetrain(BiasedMF(n_users=10, n_items=10, n_factors=2), window=50, every=20)
+    >>> batch = ExampleBatch.from_arrays(np.arange(40) % 9 + 1, np.arange(40) % 7 + 1,
+    ...                                  np.full(40, 4.0))
+    >>> _, stats = model.learn(batch)
+    >>> model.n_retrains, stats.n_updates  # 2 retrains on 20 and 40 examples, 2 epochs
+    (2, 120)
+    """
+
+    model_type: ClassVar[str] = "window_retrain"
+
+    def __init__(self, learner: Learner, window: int = 100_000, every: int = 20_000,
+                 epochs: int = 2) -> None:
+        if window < 1 or every < 1 or epochs < 1:
+            raise ValueError("window, every and epochs must all be >= 1")
+        self.learner = learner
+        self.task = learner.task
+        self.window = window
+        self.every = every
+        self.epochs = epochs
+        self.n_retrains = 0
+        self._since = 0
+        self._buffer: list[ExampleBatch] = []
+        self._buffered = 0
+
+    # The protocol, delegated to the current model.
+    def predict(self, batch: ExampleBatch) -> npt.NDArray[np.float32]:
+        return self.learner.predict(batch)
+
+    def recommend(self, user: int, k: int = 10, exclude: IntArray | None = None,
+                  exclude_seen: bool = True) -> tuple[IntArray, npt.NDArray[np.float32]]:
+        return self.learner.recommend(user, k, exclude, exclude_seen)
+
+    def reset_rows(self, users: IntArray, items: IntArray) -> None:
+        self.learner.reset_rows(users, items)
+
+    def n_parameters(self) -> int:
+        return self.learner.n_parameters()
+
+    def is_finite(self) -> bool:
+        return self.learner.is_finite()
+
+    def clone(self) -> WindowRetrain:
+        return WindowRetrain(self.learner.clone(), self.window, self.every, self.epochs)
+
+    def published_state(self) -> ModelState:
+        state = self.get_state()
+        inner = self.learner.published_state()
+        state.arrays = inner.arrays
+        return state
+
+    def get_state(self) -> ModelState:
+        # The window is not saved: after recovery the next retrain simply sees fewer
+        # examples. The baseline does not deserve checkpoint-sized windows.
+        inner = self.learner.get_state()
+        return ModelState(
+            model_type=self.model_type,
+            config={"window": self.window, "every": self.every, "epochs": self.epochs,
+                    "inner_model_type": inner.model_type, "inner": inner.config},
+            arrays=inner.arrays,
+            counters={**inner.counters, "n_retrains": self.n_retrains},
+        )
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> WindowRetrain:
+        from service.learners.registry import learner_from_state
+
+        cfg = state.config
+        inner = learner_from_state(ModelState(model_type=cfg["inner_model_type"],
+                                              config=cfg["inner"], arrays=state.arrays,
+                                              counters=dict(state.counters)))
+        out = cls(inner, window=cfg["window"], every=cfg["every"], epochs=cfg["epochs"])
+        out.n_retrains = state.counters.get("n_retrains", 0)
+        return out
+
+    def learn(self, batch: ExampleBatch) -> tuple[npt.NDArray[np.float32], LearnStats]:
+        n = len(batch)
+        preds = np.empty(n, dtype=np.float32)
+        stats = LearnStats(n_examples=n)
+        start = 0
+        # Split at retrain points so that examples after a retrain are scored by the new
+        # model, exactly as a deployment that swaps models would.
+        while start < n:
+            take = min(n - start, self.every - self._since)
+            mask = np.zeros(n, dtype=np.bool_)
+            mask[start : start + take] = True
+            part = batch.select(mask) if take < n else batch
+            preds[start : start + take] = self.learner.predict(part)
+            self._push(part)
+            self._since += take
+            start += take
+            if self._since >= self.every:
+                stats.n_updates += self._retrain(stats)
+                self._since = 0
+        return preds, stats
+
+    def _push(self, part: ExampleBatch) -> None:
+        self._buffer.append(part)
+        self._buffered += len(part)
+        while self._buffered - len(self._buffer[0]) >= self.window:
+            self._buffered -= len(self._buffer.pop(0))
+
+    def _retrain(self, stats: LearnStats) -> int:
+        data = _tail(_concat(self._buffer), self.window)
+        fresh = self.learner.clone()
+        updates = 0
+        for _ in range(self.epochs):
+            _, s = fresh.learn(data)
+            updates += s.n_updates
+            stats.n_skipped_nonfinite += s.n_skipped_nonfinite
+        self.learner = fresh
+        self.n_retrains += 1
+        return updates
