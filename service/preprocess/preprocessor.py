@@ -1,0 +1,320 @@
+"""The preprocessing stage as the runtime sees it: decoded events in, examples out.
+
+:class:`Preprocessor` chains, for one decoded batch:
+
+1. **dedup** of ``event_id`` (:class:`~service.preprocess.dedup.Deduplicator`); repeats
+   are returned as ``duplicate`` rejections so the runtime dead-letters them;
+2. **id encoding** of users and items (:class:`~service.preprocess.vocabulary.Vocabulary`
+   or :class:`~service.preprocess.vocabulary.HashingEncoder`, per field);
+3. **side features** (:class:`~service.preprocess.features.FeatureHasher`);
+4. **labels** (:class:`~service.preprocess.labels.Labeler`);
+5. the **holdout** flag: a fixed ``holdout_fraction`` of events, chosen by a hash of
+   ``event_id`` so a replay holds out the same events.
+
+Events that are valid but make no example for the task (a click in a regression task) are
+accepted: they are neither rejected nor examples. Only events relevant to the task touch
+the vocabularies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.events.decode import DecodedBatch
+from service.events.reasons import Rejection, RejectReason
+from service.examples import ExampleBatch
+from service.preprocess.config import PreprocessConfig
+from service.preprocess.dedup import Deduplicator
+from service.preprocess.features import FeatureHasher
+from service.preprocess.hashing import combine_arrays, hash_strings, seed_for
+from service.preprocess.labels import BinaryLabels, Labeler
+from service.preprocess.vocabulary import HashingEncoder, Vocabulary, pack_utf8
+
+STATE_FORMAT = 1
+_HOLDOUT_SCALE = float(1 << 53)
+# Settings that change what a row or slot means: state saved under others is refused.
+_FINGERPRINT_FIELDS = (
+    "dedup_window_events", "user_capacity", "item_capacity", "user_encoding", "item_encoding",
+    "user_hash_bits", "item_hash_bits", "feature_bits", "hash_seed", "task", "max_pending",
+    "max_pending_features",
+)
+
+
+@dataclass(slots=True)
+class PreprocessResult:
+    """One batch through preprocessing.
+
+    Parameters
+    ----------
+    examples
+        Training examples for the learner (holdout flag set; recycled rows listed).
+    rejections
+        Events refused here (``duplicate``), indexed into the original message batch.
+    stats
+        Counts for metrics: see :meth:`Preprocessor.transform`.
+    """
+
+    examples: ExampleBatch
+    rejections: list[Rejection] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _pick(column: list[Any], positions: npt.NDArray[np.int64]) -> list[Any]:
+    pos = positions.tolist()
+    if len(pos) == len(column):
+        return column
+    if not pos:
+        return []
+    if len(pos) == 1:
+        return [column[pos[0]]]
+    return list(itemgetter(*pos)(column))
+
+
+def _gather_csr(
+    indptr: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """CSR ``indptr`` of the selected rows and the positions of their entries."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    total = int(out[-1])
+    positions = np.arange(total, dtype=np.int64) + np.repeat(starts - out[:-1], lengths)
+    return out, positions
+
+
+class Preprocessor:
+    """Dedup, encode, featurise and label decoded events.
+
+    Parameters
+    ----------
+    config
+        The ``preprocess`` settings.
+
+    Example
+    -------
+    >>> from service.events.decode import decode_batch
+    >>> msg = (b'{"schema_version":1,"event_id":"e%d","event_type":"rating","user_id":"u1",'
+    ...        b'"item_id":"i1","timestamp":1700000000000,"value":4.5}')
+    >>> pre = Preprocessor(PreprocessConfig(user_admit_after=1, item_admit_after=1))
+    >>> out = pre.transform(decode_batch([msg % 1, msg % 1, msg % 2], 1_700_000_000_000),
+    ...                     1_700_000_000_000)
+    >>> out.examples.user.tolist(), out.examples.y.tolist(), [r.index for r in out.rejections]
+    ([1, 1], [4.5, 4.5], [1])
+    """
+
+    def __init__(self, config: PreprocessConfig | None = None) -> None:
+        cfg = config if config is not None else PreprocessConfig()
+        self.config = cfg
+        self.dedup = Deduplicator(cfg.dedup_window_events, cfg.dedup_window_ms)
+        self.users = self._encoder("user", cfg)
+        self.items = self._encoder("item", cfg)
+        self.features = FeatureHasher(cfg)
+        self.labels = Labeler(cfg)
+        seed = cfg.hash_seed
+        self._seed = {name: seed_for(name, seed) for name in ("event_id", "user", "item",
+                                                                "holdout")}
+        self._totals = {"events": 0, "duplicates": 0, "examples": 0}
+
+    @staticmethod
+    def _encoder(name: str, cfg: PreprocessConfig) -> Vocabulary | HashingEncoder:
+        capacity = getattr(cfg, f"{name}_capacity")
+        if getattr(cfg, f"{name}_encoding") == "hashing":
+            bits = getattr(cfg, f"{name}_hash_bits") or capacity.bit_length() - 1
+            return HashingEncoder(bits)
+        return Vocabulary(capacity, getattr(cfg, f"{name}_admit_after"),
+                          getattr(cfg, f"{name}_evict_after_ms"))
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def transform(self, decoded: DecodedBatch, now_ms: int) -> PreprocessResult:
+        """Preprocess one decoded batch.
+
+        ``stats`` holds this batch's ``accepted`` (events kept after dedup),
+        ``duplicates``, ``examples``, ``positives``, ``negatives``, ``holdout``,
+        ``recycled_users``/``recycled_items``, and current gauges ``users``, ``items``,
+        ``pending_impressions``, ``dedup_ids`` and the labeler's running totals
+        (``late_clicks``, ``pending_evicted``...).
+        """
+        del now_ms  # windows run on event time, so replays give the same examples
+        eid_key = hash_strings(decoded.event_id, self._seed["event_id"])
+        dup = self.dedup.observe(eid_key, decoded.ts_ms)
+        n_dup = int(dup.sum())
+        rejections = []
+        if n_dup:
+            for k in np.flatnonzero(dup).tolist():
+                rejections.append(Rejection(
+                    int(decoded.index[k]), RejectReason.DUPLICATE,
+                    f"event_id {decoded.event_id[k]!r:.80} was already accepted within the "
+                    "dedup window; producers must not reuse event ids"))
+        codes = decoded.event_type
+        sel = np.flatnonzero(~dup & self.labels.relevant(codes))
+        codes, ts = codes[sel], decoded.ts_ms[sel]
+        user_ids, item_ids = _pick(decoded.user_id, sel), _pick(decoded.item_id, sel)
+        user_key = hash_strings(user_ids, self._seed["user"])
+        item_key = hash_strings(item_ids, self._seed["item"])
+        holdout = (eid_key[sel] >> np.uint64(11)).astype(np.float64) < (
+            self.config.holdout_fraction * _HOLDOUT_SCALE
+        )
+        user_row, recycled_users = self.users.encode(user_key, ts, user_ids)
+        item_row, recycled_items = self.items.encode(item_key, ts, item_ids)
+        indptr, fidx, fval = self.features.transform(
+            _pick(decoded.context, sel), _pick(decoded.user_features, sel),
+            _pick(decoded.item_features, sel), user_key, item_key, codes,
+        )
+        if self.labels.task == "regression":
+            examples = ExampleBatch(
+                user=user_row, item=item_row,
+                y=decoded.value[sel].astype(np.float32),
+                weight=np.full(len(sel), self.labels.weights[4], dtype=np.float32),
+                ts_ms=ts, feat_indptr=indptr, feat_idx=fidx, feat_val=fval, holdout=holdout,
+            )
+            n_pos = n_neg = 0
+        else:
+            lab = self.labels.binary(codes, ts, combine_arrays(user_key, item_key), user_row,
+                                     item_row, user_key, item_key, holdout, indptr, fidx, fval)
+            examples = self._binary_examples(lab, codes, ts, user_row, item_row, holdout,
+                                             indptr, fidx, fval)
+            n_pos, n_neg = len(lab.positives), len(lab.neg_ts)
+        examples.recycled_users = recycled_users
+        examples.recycled_items = recycled_items
+        if isinstance(self.users, Vocabulary):
+            self.users.evict_expired()
+        if isinstance(self.items, Vocabulary):
+            self.items.evict_expired()
+        self._totals["events"] += len(decoded)
+        self._totals["duplicates"] += n_dup
+        self._totals["examples"] += len(examples)
+        stats: dict[str, float] = {
+            "accepted": len(decoded) - n_dup,
+            "duplicates": n_dup,
+            "examples": len(examples),
+            "positives": n_pos,
+            "negatives": n_neg,
+            "holdout": int(examples.holdout.sum()),
+            "recycled_users": len(recycled_users),
+            "recycled_items": len(recycled_items),
+            "users": len(self.users),
+            "items": len(self.items),
+            "dedup_ids": len(self.dedup),
+            "pending_impressions": self.labels.pending if self.labels.task == "binary" else 0,
+        }
+        stats.update(self.labels.counters())
+        return PreprocessResult(examples, rejections, stats)
+
+    def _binary_examples(
+        self, lab: BinaryLabels, codes: Any, ts: Any, user_row: Any, item_row: Any,
+        holdout: Any, indptr: Any, fidx: Any, fval: Any,
+    ) -> ExampleBatch:
+        pos = lab.positives
+        pos_indptr, pos_entries = _gather_csr(indptr, pos)
+        # A pending impression's row may have changed owner while it waited: then it is
+        # no longer that user's (item's) row, and the negative goes to row 0.
+        neg_user, neg_item = lab.neg_user, lab.neg_item
+        if isinstance(self.users, Vocabulary):
+            neg_user = np.where(self.users.owner(neg_user) == lab.neg_user_key, neg_user, 0)
+        if isinstance(self.items, Vocabulary):
+            neg_item = np.where(self.items.owner(neg_item) == lab.neg_item_key, neg_item, 0)
+        width = lab.neg_fidx.shape[1] if lab.neg_fidx.ndim == 2 else 0
+        keep = np.arange(width)[None, :] < lab.neg_nf[:, None]
+        neg_count = np.zeros(len(lab.neg_nf) + 1, dtype=np.int64)
+        np.cumsum(lab.neg_nf, out=neg_count[1:])
+        w = self.labels.weights
+        n_pos, n_neg = len(pos), len(lab.neg_ts)
+        return ExampleBatch(
+            user=np.concatenate([user_row[pos], neg_user]),
+            item=np.concatenate([item_row[pos], neg_item]),
+            y=np.concatenate([np.ones(n_pos, np.float32), np.zeros(n_neg, np.float32)]),
+            weight=np.concatenate([w[codes[pos]], np.full(n_neg, w[0], np.float32)]),
+            ts_ms=np.concatenate([ts[pos], lab.neg_ts]),
+            feat_indptr=np.concatenate([pos_indptr, pos_indptr[-1] + neg_count[1:]]),
+            feat_idx=np.concatenate([fidx[pos_entries], lab.neg_fidx[keep]]),
+            feat_val=np.concatenate([fval[pos_entries], lab.neg_fval[keep]]),
+            holdout=np.concatenate([holdout[pos], lab.neg_holdout]),
+        )
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def encoding(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """How ids and features map to model rows and slots, for a snapshot's manifest.
+
+        Returns the manifest's ``encoding`` dict and its arrays. A vocabulary side is
+        ``{"kind": "vocabulary", "utf8": ..., "offsets": ...}`` naming the arrays that hold
+        each row's current id (see :mod:`service.snapshots.encoding`); a hashing side is
+        ``{"kind": "hash", "seed": ..., "bits": ...}`` and needs
+        :class:`~service.preprocess.id_encoder.HashedIdEncoder` on the client.
+        """
+        encoding: dict[str, Any] = {
+            "feature_bits": self.config.feature_bits,
+            "hash_seed": self.config.hash_seed,
+            "crosses": list(self.config.crosses),
+            "task": self.config.task,
+        }
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for side, encoder in (("user", self.users), ("item", self.items)):
+            if isinstance(encoder, Vocabulary):
+                utf8, offsets = pack_utf8(encoder.row_ids())
+                arrays[f"{side}_ids_utf8"], arrays[f"{side}_ids_offsets"] = utf8, offsets
+                encoding[side] = {"kind": "vocabulary", "utf8": f"{side}_ids_utf8",
+                                  "offsets": f"{side}_ids_offsets"}
+            else:
+                encoding[side] = {"kind": "hash", "seed": self._seed[side],
+                                  "bits": encoder.bits}
+        return encoding, arrays
+
+    # -- state ----------------------------------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {name: getattr(self.config, name) for name in _FINGERPRINT_FIELDS}
+
+    def get_state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """Everything learned, as named arrays plus JSON-able metadata (no pickle).
+
+        ``set_state`` on a preprocessor built with the same settings continues exactly
+        where this one stopped.
+        """
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        meta: dict[str, Any] = {"format": STATE_FORMAT, "config": self._fingerprint(),
+                                "totals": dict(self._totals)}
+        parts: dict[str, Any] = {"dedup": self.dedup, "features": self.features,
+                                 "labels": self.labels}
+        if isinstance(self.users, Vocabulary):
+            parts["users"] = self.users
+        if isinstance(self.items, Vocabulary):
+            parts["items"] = self.items
+        for name, part in parts.items():
+            part_arrays, part_meta = part.get_state()
+            arrays |= {f"{name}.{k}": v for k, v in part_arrays.items()}
+            meta[name] = part_meta
+        return arrays, meta
+
+    def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s output; refuses state saved under other settings."""
+        if meta.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"preprocessor state format {meta.get('format')!r} is not {STATE_FORMAT}"
+            )
+        saved, current = meta.get("config", {}), self._fingerprint()
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        if changed:
+            raise ValueError(
+                "preprocessor state was saved with different settings for "
+                + ", ".join(f"{k} ({saved.get(k)!r} → {current[k]!r})" for k in changed)
+                + ": restore with the original settings, or start without the checkpoint"
+            )
+        parts: dict[str, Any] = {"dedup": self.dedup, "features": self.features,
+                                 "labels": self.labels}
+        if isinstance(self.users, Vocabulary):
+            parts["users"] = self.users
+        if isinstance(self.items, Vocabulary):
+            parts["items"] = self.items
+        for name, part in parts.items():
+            prefix = f"{name}."
+            part_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            part.set_state(part_arrays, meta[name])
+        self._totals = {k: int(v) for k, v in meta.get("totals", {}).items()}
