@@ -1,0 +1,157 @@
+"""The processing pipeline of one batch: decode → preprocess → predict-then-learn.
+
+Pure: it takes raw message values and returns what happened to each, with no Kafka and
+no Prometheus. The job (``service.runtime.job``) does the I/O around it. Keeping the two
+apart is what lets the same pipeline run in the service, in the benchmarks and in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.checkpoint.manager import namespaced, split_namespaced
+from service.config import Settings
+from service.drift import DriftMonitor
+from service.drift.monitor import DriftState
+from service.evaluation import ProgressiveEvaluator
+from service.events.decode import decode_batch
+from service.learners import learner_from_state, make_learner
+from service.learners.base import Learner, ModelState
+from service.preprocess import Preprocessor
+from service.snapshots.gate import PromotionGate
+
+
+@dataclass(slots=True)
+class Rejected:
+    """One message the pipeline refused, by its position in the batch."""
+
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What the pipeline did with one batch."""
+
+    n_input: int
+    rejected: list[Rejected]
+    n_accepted: int
+    n_examples: int
+    n_trained: int
+    n_holdout: int
+    n_skipped_nonfinite: int
+    losses: npt.NDArray[np.float64]
+    event_ts_ms: npt.NDArray[np.int64]
+    learn_seconds: float
+    drift: list[Any] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Owns every piece of learned state: preprocessor, learner, evaluator, drift, gate.
+
+    Everything a checkpoint must save lives here, so ``get_state``/``set_state`` are the
+    whole story of recovery.
+    """
+
+    def __init__(self, settings: Settings, learner: Learner | None = None) -> None:
+        self.settings = settings
+        self.preprocessor = Preprocessor(settings.preprocess)
+        self.learner: Learner = learner or make_learner(
+            settings.learner,
+            n_users=settings.preprocess.user_capacity,
+            n_items=settings.preprocess.item_capacity,
+            feature_bits=settings.preprocess.feature_bits,
+        )
+        self.evaluator = ProgressiveEvaluator.for_task(
+            self.learner.task, window=settings.learner.eval_window
+        )
+        self.drift = DriftMonitor(settings.drift)
+        self.gate = PromotionGate(settings.snapshot)
+        self.examples_trained = 0
+
+    # -- state: everything a checkpoint saves ------------------------------------------
+
+    def get_state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+        """Copies of every component's state, namespaced ``component.array``."""
+        model = self.learner.get_state()
+        drift = self.drift.get_state()
+        return namespaced(
+            {
+                "learner": (model.arrays, {
+                    "model_type": model.model_type,
+                    "config": model.config,
+                    "format_version": model.format_version,
+                    "counters": model.counters,
+                }),
+                "preprocess": self.preprocessor.get_state(),
+                "evaluator": self.evaluator.get_state(),
+                "drift": (drift.arrays, drift.meta),
+                "pipeline": ({}, {"examples_trained": self.examples_trained}),
+            }
+        )
+
+    def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned (the inverse, exactly)."""
+        learner_meta = meta["learner"]
+        self.learner = learner_from_state(
+            ModelState(
+                model_type=learner_meta["model_type"],
+                config=learner_meta["config"],
+                arrays=split_namespaced(arrays, "learner"),
+                format_version=learner_meta["format_version"],
+                counters=learner_meta.get("counters", {}),
+            )
+        )
+        self.preprocessor.set_state(split_namespaced(arrays, "preprocess"), meta["preprocess"])
+        self.evaluator.set_state(split_namespaced(arrays, "evaluator"), meta["evaluator"])
+        self.drift.set_state(DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
+        self.examples_trained = int(meta["pipeline"]["examples_trained"])
+
+    # -- processing --------------------------------------------------------------------
+
+    def process(self, values: Sequence[bytes | None], now_ms: int | None = None) -> BatchOutcome:
+        """Run one batch of raw message values through every stage."""
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        decoded = decode_batch(values, now_ms, self.settings.preprocess)
+        rejected = [Rejected(r.index, str(r.reason), r.detail) for r in decoded.rejections]
+        pre = self.preprocessor.transform(decoded, now_ms)
+        rejected.extend(Rejected(r.index, str(r.reason), r.detail) for r in pre.rejections)
+        examples = pre.examples
+
+        started = time.perf_counter()
+        if len(examples.recycled_users) or len(examples.recycled_items):
+            self.learner.reset_rows(examples.recycled_users, examples.recycled_items)
+        holdout_mask = examples.holdout
+        n_holdout = int(holdout_mask.sum())
+        train = examples.select(~holdout_mask) if n_holdout else examples
+        predictions, learn_stats = self.learner.learn(train)
+        learn_seconds = time.perf_counter() - started
+        if n_holdout:
+            self.gate.observe(examples)  # keeps only the held-out rows
+
+        losses = self.evaluator.update(train.y, predictions, train.weight)
+        detections = self.drift.update(losses, predictions, train)
+        self.examples_trained += len(train)
+        return BatchOutcome(
+            n_input=len(values),
+            rejected=rejected,
+            n_accepted=len(values) - len(rejected),
+            n_examples=len(examples),
+            n_trained=len(train),
+            n_holdout=n_holdout,
+            n_skipped_nonfinite=learn_stats.n_skipped_nonfinite,
+            losses=losses,
+            event_ts_ms=train.ts_ms,
+            learn_seconds=learn_seconds,
+            drift=list(detections),
+            stats=dict(pre.stats),
+        )
