@@ -6,8 +6,29 @@ from pydantic import BaseModel, Field
 
 
 class CheckpointConfig(BaseModel):
-    """How often the full state is checkpointed for exactly-once recovery."""
+    """How often the full state is checkpointed for exactly-once recovery.
 
-    every_events: int = Field(20_000, ge=1, description="Checkpoint after this many events.")
-    every_seconds: float = Field(10.0, gt=0, description="... or after this many seconds.")
-    keep: int = Field(3, ge=1, description="Complete checkpoints kept.")
+    A checkpoint bounds how much is consumed again after a crash (never what is applied:
+    that is exactly once either way), so the defaults favour time over event counts:
+    a busy stream is not slowed down by checkpointing every few thousand events.
+    """
+
+    every_events: int = Field(default=1_000_000, ge=1,
+                              description="Checkpoint after this many consumed events.")
+    every_seconds: float = Field(default=10.0, gt=0,
+                                 description="... or after this many seconds.")
+    keep: int = Field(default=3, ge=1, description="Checkpoints kept (older ones pruned).")
+    max_uncheckpointed_events: int = Field(
+        default=5_000_000, ge=1,
+        description="Pause consumption when this many consumed events are not yet in a "
+        "durable checkpoint (the object store is down or slow), so memory stays bounded.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="On SIGTERM, how long the final checkpoint may take before exiting "
+        "without it (nothing is lost: the events are consumed again after restart).",
+    )
+    standby_refresh_s: float = Field(
+        default=5.0, gt=0,
+        description="How often a standby loads the newest checkpoint, to take over fast.",
+    )

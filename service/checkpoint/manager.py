@@ -16,6 +16,13 @@ Writing protocol (one checkpoint):
    then commits its offsets to Kafka, for lag monitoring and for tools that read them.
 4. Prune old checkpoints, keeping the newest ``keep``.
 
+Names are ``<epoch>-<sequence>``. The epoch goes up by one each time an instance becomes
+the active one (``begin_epoch``), and recovery takes the newest checkpoint by epoch first:
+a former leader that has not yet noticed it lost the lease may still finish a write, but
+that write can never be preferred to the new leader's. Every checkpoint is
+self-consistent (state and offsets copied together), so whichever is loaded, each event is
+applied exactly once from there on.
+
 At most one checkpoint is written at a time. While one is in flight, ``save`` with
 ``wait=False`` returns False and the job tries again later; the job pauses consumption if
 the work not yet checkpointed grows past its bound, so memory stays bounded when the
@@ -71,19 +78,22 @@ class CheckpointedPipeline(Protocol):
     def set_state(self, arrays: Arrays, meta: dict[str, Any]) -> None: ...
 
 
+CheckpointId = tuple[int, int]  # (epoch, sequence): compares newest-last
+
+
 @dataclass(frozen=True, slots=True)
 class RestoredCheckpoint:
     """Which checkpoint recovery loaded."""
 
     name: str
-    sequence: int
+    sequence: CheckpointId
     offsets: dict[int, int]
     created_at: float
 
 
 @dataclass(slots=True)
 class _Done:
-    sequence: int
+    sequence: CheckpointId
     offsets: dict[int, int]
     seconds: float
     error: BaseException | None
@@ -110,25 +120,39 @@ class CheckpointManager:
         self.store = store
         self.config = config
         self.prefix = f"checkpoints/{group_id}/{topic}/"
+        self._epoch = 0
         self._sequence = 0
         self._offsets: dict[int, int] = {}
         self._thread: threading.Thread | None = None
         self._done: queue.Queue[_Done] = queue.Queue()
         self.failures = 0
+        self.restored: CheckpointId | None = None
 
     # -- names -----------------------------------------------------------------------
 
-    def _name(self, sequence: int) -> str:
-        return f"{self.prefix}{sequence:012d}"
+    def _name(self, cid: CheckpointId) -> str:
+        return f"{self.prefix}{cid[0]:08d}-{cid[1]:012d}"
 
-    def _sequences(self) -> list[int]:
-        """Sequences of checkpoints present, complete or not, newest first."""
-        seen: set[int] = set()
+    def _ids(self) -> list[CheckpointId]:
+        """Ids of checkpoints present, complete or not, newest first."""
+        seen: set[CheckpointId] = set()
         for key in self.store.list(self.prefix):
             head = key[len(self.prefix):].split("/", 1)[0]
-            if head.isdigit():
-                seen.add(int(head))
+            epoch, _, sequence = head.partition("-")
+            if epoch.isdigit() and sequence.isdigit():
+                seen.add((int(epoch), int(sequence)))
         return sorted(seen, reverse=True)
+
+    def begin_epoch(self) -> int:
+        """Start a new leader epoch, above every epoch in the store; returns it."""
+        self._epoch = max((e for e, _ in self._ids()), default=0) + 1
+        self._sequence = 0
+        return self._epoch
+
+    def latest_id(self) -> CheckpointId | None:
+        """Id of the newest checkpoint folder (complete or not), or None."""
+        ids = self._ids()
+        return ids[0] if ids else None
 
     # -- recovery --------------------------------------------------------------------
 
@@ -144,12 +168,12 @@ class CheckpointManager:
         costs the work since the previous checkpoint, never correctness. A store that
         cannot be read raises ``StorageError``: the caller must retry, not start afresh.
         """
-        sequences = self._sequences()
+        ids = self._ids()
         # New checkpoints are numbered past every folder present, complete or not, so
         # a write never lands on top of the leftovers of an interrupted one.
-        self._sequence = max(sequences, default=0)
-        for sequence in sequences:
-            name = self._name(sequence)
+        self.begin_epoch()
+        for cid in ids:
+            name = self._name(cid)
             try:
                 arrays, manifest = read_bundle(
                     self.store, name, verify=True, model=BundleManifest, expected_kind="checkpoint"
@@ -169,7 +193,8 @@ class CheckpointManager:
             pipeline.set_state(arrays, meta["pipeline"])
             offsets = {int(p): int(o) for p, o in meta["offsets"].items()}
             self._offsets = offsets
-            return RestoredCheckpoint(name, sequence, offsets, float(meta["created_at"]))
+            self.restored = cid
+            return RestoredCheckpoint(name, cid, offsets, float(meta["created_at"]))
         return None
 
     # -- writing ---------------------------------------------------------------------
@@ -198,12 +223,15 @@ class CheckpointManager:
             self._join()
         # Step 1: copy the state while no batch is being processed.
         arrays, pipeline_meta = pipeline.get_state()
+        if self._epoch == 0:
+            self.begin_epoch()
         self._sequence += 1
-        sequence = self._sequence
+        cid = (self._epoch, self._sequence)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "sequence": sequence,
+            "epoch": cid[0],
+            "sequence": cid[1],
             "created_at": time.time(),
             "offsets": {str(p): int(o) for p, o in offsets.items()},
             "pipeline": pipeline_meta,
@@ -212,8 +240,8 @@ class CheckpointManager:
         frozen_offsets = dict(offsets)
         self._thread = threading.Thread(
             target=self._write,
-            args=(sequence, arrays, meta, frozen_offsets, on_durable),
-            name=f"freshrec-checkpoint-{sequence}",
+            args=(cid, arrays, meta, frozen_offsets, on_durable),
+            name=f"freshrec-checkpoint-{cid[0]}-{cid[1]}",
             daemon=True,
         )
         self._thread.start()
@@ -226,7 +254,7 @@ class CheckpointManager:
 
     def _write(
         self,
-        sequence: int,
+        sequence: CheckpointId,
         arrays: Arrays,
         meta: dict[str, Any],
         offsets: dict[int, int],
@@ -257,22 +285,22 @@ class CheckpointManager:
             if done.error is not None:
                 self.failures += 1
                 last_error = done.error
-                log.error("checkpoint %d failed: %s", done.sequence, done.error)
+                log.error("checkpoint %s failed: %s", done.sequence, done.error)
                 continue
             # Step 3: durable. Only now may the offsets be committed.
             self._offsets = done.offsets
-            log.debug("checkpoint %d durable in %.3fs", done.sequence, done.seconds)
+            log.debug("checkpoint %s durable in %.3fs", done.sequence, done.seconds)
             if done.on_durable is not None:
                 done.on_durable(done.offsets, done.seconds)
             # Step 4: prune.
             self._prune(done.sequence)
 
-    def _prune(self, newest: int) -> None:
-        keep = self.config.keep
-        for sequence in self._sequences():
-            if sequence > newest - keep:
-                continue
-            name = self._name(sequence)
+    def _prune(self, newest: CheckpointId) -> None:
+        # Keep the newest ``keep`` complete-or-not folders at or below the one just made
+        # durable; never touch anything newer (another writer's, or one in flight).
+        older = [cid for cid in self._ids() if cid <= newest]
+        for cid in older[self.config.keep:]:
+            name = self._name(cid)
             for key in self.store.list(name + "/"):
                 try:
                     self.store.delete(key)

@@ -32,5 +32,11 @@ class KafkaConfig(BaseModel):
         description="Where to start with no checkpoint and no committed offset.",
     )
 
+    session_timeout_ms: int = Field(
+        6000, ge=1000, le=300_000,
+        description="How long a silent active instance keeps the lease before a standby "
+        "takes over (milliseconds).",
+    )
+
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"

@@ -1,30 +1,45 @@
-"""The batch consumer: Kafka in, lists of raw messages out.
+"""The event consumer: Kafka in, batches of raw messages out.
 
-Offsets are never committed automatically. The service decides what "processed" means
-(applied to the model and checkpointed, or acknowledged on the dead-letter topic) and
-commits explicitly, so that a crash can never commit an offset whose event was lost.
+It is an assign()-mode consumer: the service decides which partitions it reads (all of
+them, while it holds the lease, see ``service.ingest.lease``) and from which offsets (the
+ones in its newest checkpoint). Offsets are never committed automatically: the service
+commits explicitly once a checkpoint that covers them is durable, so a crash can never
+commit an offset whose event was lost.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 log = logging.getLogger(__name__)
 
-AssignCallback = Callable[[list[TopicPartition]], None]
+# Errors that mean "the broker is unreachable right now"; the consumer recovers by itself.
+BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
+                         KafkaError._RESOLVE, KafkaError._TIMED_OUT})
 
 
 @dataclass(slots=True)
 class PollResult:
-    """Messages from one poll, and the partitions whose messages they are."""
+    """Messages from one poll; errors separated out, never raised."""
 
     messages: list[Message]
     errors: list[KafkaError] = field(default_factory=list)
+
+    @property
+    def broker_down(self) -> bool:
+        return any(e.code() in BROKER_DOWN for e in self.errors)
 
 
 class BatchConsumer:
@@ -33,13 +48,9 @@ class BatchConsumer:
     Parameters
     ----------
     bootstrap_servers, group_id, topic
-        Where to read.
+        Where to read; the group id is used only to commit and read back offsets.
     auto_offset_reset
-        Where to start when neither a checkpoint nor a committed offset says.
-    on_assign, on_revoke
-        Called from inside ``poll`` on rebalances. ``on_assign`` may change the offsets of
-        the partitions it receives (for example to the ones stored in a checkpoint); the
-        consumer then starts from those.
+        Where a partition starts when neither a checkpoint nor a committed offset says.
     extra
         More librdkafka settings.
     """
@@ -51,8 +62,6 @@ class BatchConsumer:
         topic: str,
         *,
         auto_offset_reset: str = "earliest",
-        on_assign: AssignCallback | None = None,
-        on_revoke: AssignCallback | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         conf: dict[str, Any] = {
@@ -61,38 +70,49 @@ class BatchConsumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": auto_offset_reset,
-            # Large fetches: the service is throughput-bound, not latency-bound per event.
-            "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 65536,
-            "partition.assignment.strategy": "cooperative-sticky",
-            # Protects the group against a stuck process, while leaving room for a
-            # checkpoint write on a slow object store.
-            "max.poll.interval.ms": 300_000,
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 50,
         }
         conf.update(extra or {})
         self.topic = topic
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
+        self.auto_offset_reset = auto_offset_reset
         self._consumer = Consumer(conf, logger=log)
-        self._consumer.subscribe(
-            [topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked
-        )
+        self._assigned: list[int] = []
 
-    # Rebalance callbacks run inside poll/consume on this thread.
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._on_assign is not None:
-            self._on_assign(partitions)
-        consumer.incremental_assign(partitions)
+    def partitions(self, timeout_s: float = 10.0) -> list[int]:
+        """Partitions of the topic, from the broker's metadata."""
+        meta = self._consumer.list_topics(self.topic, timeout=timeout_s).topics.get(self.topic)
+        if meta is None or meta.error is not None:
+            raise KafkaException(meta.error if meta is not None else "topic not found")
+        return sorted(meta.partitions)
 
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._on_revoke is not None:
-            self._on_revoke(partitions)
-        consumer.incremental_unassign(partitions)
+    def committed(self, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
+        """Offsets committed under the group id, where there are any."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        result = self._consumer.committed(tps, timeout=timeout_s)
+        return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
+
+    def assign(self, offsets: dict[int, int | None]) -> None:
+        """Read ``partition -> next offset``; ``None`` starts at the reset policy."""
+        reset = OFFSET_BEGINNING if self.auto_offset_reset == "earliest" else OFFSET_END
+        tps = [TopicPartition(self.topic, p, reset if o is None else o)
+               for p, o in sorted(offsets.items())]
+        self._consumer.assign(tps)
+        self._assigned = sorted(offsets)
+        log.info("reading %s from %s", self.topic,
+                 {p: ("reset" if o is None else o) for p, o in sorted(offsets.items())})
+
+    def unassign(self) -> None:
+        self._consumer.unassign()
+        self._assigned = []
+
+    def assignment(self) -> list[int]:
+        return list(self._assigned)
 
     def poll(self, max_messages: int, timeout_s: float) -> PollResult:
-        """Up to ``max_messages`` messages; errors are separated out, never raised."""
+        """Up to ``max_messages`` messages."""
+        if not self._assigned:
+            return PollResult([])
         raw = self._consumer.consume(num_messages=max_messages, timeout=timeout_s)
         messages: list[Message] = []
         errors: list[KafkaError] = []
@@ -100,9 +120,7 @@ class BatchConsumer:
             err = m.error()
             if err is None:
                 messages.append(m)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                continue
-            else:
+            elif err.code() != KafkaError._PARTITION_EOF:
                 errors.append(err)
         return PollResult(messages, errors)
 
@@ -114,38 +132,23 @@ class BatchConsumer:
         try:
             self._consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
-            # A commit is for lag monitoring and the no-checkpoint fallback; the checkpoint
+            # Commits serve lag monitoring and the no-checkpoint fallback; the checkpoint
             # is the source of truth, so a failed commit is logged, not fatal.
-            log.warning("offset commit failed (will retry with the next one): %s", exc)
+            log.warning("offset commit failed (the next checkpoint retries it): %s", exc)
 
-    def committed(self, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        result = self._consumer.committed(tps, timeout=timeout_s)
-        return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
-
-    def assignment(self) -> list[int]:
-        return sorted(tp.partition for tp in self._consumer.assignment()
-                      if tp.topic == self.topic)
-
-    def lag(self, positions: dict[int, int], timeout_s: float = 1.0) -> dict[int, int]:
-        """Messages behind the high watermark, per partition, given our next offsets."""
+    def lag(self, positions: dict[int, int]) -> dict[int, int]:
+        """Messages behind the high watermark per partition, from cached fetch metadata."""
         out: dict[int, int] = {}
         for p, pos in positions.items():
             try:
                 _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=timeout_s, cached=True
+                    TopicPartition(self.topic, p), cached=True
                 )
             except KafkaException:
                 continue
             if high >= 0:
                 out[p] = max(0, high - pos)
         return out
-
-    def pause(self) -> None:
-        self._consumer.pause(self._consumer.assignment())
-
-    def resume(self) -> None:
-        self._consumer.resume(self._consumer.assignment())
 
     def close(self) -> None:
         self._consumer.close()

@@ -30,6 +30,7 @@ from service import __version__
 
 SERVICE_STATES = (
     "starting",
+    "standby",
     "recovering",
     "running",
     "paused_backpressure",
@@ -198,6 +199,17 @@ class ServiceMetrics:
         )
         self.checkpoint_failures = Counter(
             "freshrec_checkpoint_failures", "Checkpoint writes that failed.", registry=r
+        )
+        self.checkpoint_stall_seconds = Histogram(
+            "freshrec_checkpoint_stall_seconds",
+            "Seconds consumption stopped to copy the state for one checkpoint.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.recoveries = Counter(
+            "freshrec_recoveries",
+            "Times this process became the active instance (start or standby takeover).",
+            registry=r,
         )
 
         # Drift.

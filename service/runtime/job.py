@@ -1,57 +1,83 @@
 """The main job: Kafka in, model updates, checkpoints and snapshots out, metrics throughout.
 
-One iteration of the loop:
+Roles. Every instance of a service group competes for one lease (``service.ingest.lease``).
+The holder is *active*: it reads every partition of the event topic and learns. The
+others are *hot standbys*: they load the newest checkpoint every few seconds and take over
+from it when the lease comes to them.
 
-1. Poll a batch of messages from the assigned partitions.
+Taking over (``_activate``):
+
+1. Start a new leader epoch, so that no late write of a former leader can win.
+2. Load the newest complete checkpoint: model, preprocessing state, metrics windows,
+   drift detectors, hold-out window, and the next offset of every partition.
+3. Read every partition from its checkpointed offset (or, for a partition the checkpoint
+   does not know, from the committed offset or the reset policy).
+
+One iteration of the active loop (``_step``):
+
+1. Poll a batch of messages.
 2. Run the pure pipeline over their values (decode → preprocess → predict-then-learn).
 3. Produce every rejected message to the dead-letter topic and wait for the broker's
-   acknowledgement: only then does a rejected offset count as processed.
-4. Advance the next offset of each partition, update metrics once for the whole batch.
-5. When due, checkpoint the full state with those offsets (exactly-once recovery), then
-   commit the offsets to Kafka; when due, offer the model to the promotion gate and publish
-   it as a snapshot if it passes.
+   acknowledgement (retrying while the broker is away): only then does a rejected offset
+   count as processed.
+4. Advance the next offset of each partition; update metrics once for the whole batch.
+5. When due, checkpoint the whole state with those offsets in the background; once it is
+   durable, commit the offsets to Kafka. When due, gate and publish a snapshot in the
+   background.
+
+Handing over (``_deactivate``): write a final checkpoint, stop reading, drop the lease.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
-import numpy as np
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, Message
 
 from service import __version__
 from service.checkpoint.manager import CheckpointManager
 from service.config import Settings
-from service.ingest.admin import ensure_topics
+from service.events.reasons import RejectReason
+from service.ingest.admin import BrokerUnavailable, ensure_topics
 from service.ingest.consumer import BatchConsumer
 from service.ingest.dead_letter import DeadLetterProducer
+from service.ingest.lease import LeaderLease, lease_topic
 from service.observability.http import HealthState, HttpEndpoint
 from service.observability.metrics import ServiceMetrics
 from service.runtime.pipeline import BatchOutcome, Pipeline
+from service.runtime.publishing import BackgroundPublisher, FrozenCandidate, frozen_gate
+from service.snapshots.gate import GATE_REASONS
 from service.snapshots.publisher import SnapshotPublisher
 from service.storage import StorageError, open_store
 
 log = logging.getLogger(__name__)
 
 # Evaluator metrics exported as freshrec_progressive_loss (lower is better).
-LOSSES = frozenset({"rmse", "mae", "log_loss", "logloss"})
+LOSSES = frozenset({"rmse", "mae", "log_loss"})
+
+BatchCallback = Callable[[list[Message], BatchOutcome], None]
 
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since this process started."""
+    """Running totals since this process started, plus per-partition applied counts."""
 
     consumed: int = 0
     applied: int = 0
     rejected: int = 0
     since_publication: int = 0  # applied since the last published snapshot (the gate's)
     since_attempt: int = 0  # applied since the gate was last asked (the schedule's)
-    since_checkpoint: int = 0
+    since_checkpoint: int = 0  # consumed since the last checkpoint was started
+    since_durable: int = 0  # consumed since the last checkpoint that is durable
+    per_partition: dict[int, int] = field(default_factory=dict)
 
 
 class Job:
@@ -62,28 +88,49 @@ class Job:
     settings
         All settings (see ``service.config.Settings``).
     stop_when_idle_s
-        Stop by itself after this many seconds without a message (for batch-style runs,
-        tests and the demo); ``None`` runs until SIGTERM/SIGINT.
+        Stop by itself after this many seconds without a message while active (for
+        batch-style runs, tests and the demo); ``None`` runs until SIGTERM/SIGINT.
+    on_batch
+        Called on the main thread after each batch is learned and its rejects are
+        acknowledged on the dead-letter topic (benchmarks use it to measure freshness).
     """
 
-    def __init__(self, settings: Settings, *, stop_when_idle_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop_when_idle_s: float | None = None,
+        on_batch: BatchCallback | None = None,
+    ) -> None:
         self.settings = settings
         self.stop_when_idle_s = stop_when_idle_s
+        self.on_batch = on_batch
         self.metrics = ServiceMetrics()
         self.metrics.build_info.info({"version": __version__, "model": settings.learner.model})
+        # Every reason's series exists from the start, at 0: Prometheus's increase()
+        # cannot see the first sample of a series, so a first rejection would be missed.
+        for reject_reason in RejectReason:
+            self.metrics.events_rejected.labels(reason=str(reject_reason))
+        for gate_reason in (*GATE_REASONS, "storage_error"):
+            self.metrics.snapshots_rejected.labels(reason=gate_reason)
         self.health = HealthState()
         self._stop = threading.Event()
         self.counters = Counters()
         self.topic = settings.kafka.topic
         self.store = open_store(settings.storage)
         self.pipeline = Pipeline(settings)
-        self.publisher = SnapshotPublisher(self.store, settings.snapshot)
+        self.publisher = BackgroundPublisher(SnapshotPublisher(self.store, settings.snapshot))
         self.checkpoints = CheckpointManager(
             self.store, settings.checkpoint, group_id=settings.kafka.group_id, topic=self.topic
         )
-        # Next offset to process, per assigned partition: the single source of truth for
-        # what a checkpoint records and what is committed.
+        # Next offset to process, per partition: what a checkpoint records and what is
+        # committed once that checkpoint is durable.
         self.positions: dict[int, int] = {}
+        self.active = False
+        self._activate_requested = False
+        self._warm: tuple[int, int] | None = None  # checkpoint loaded while standby
+        self._last_warm_at = 0.0
+        self._stopping = False
         self.http = HttpEndpoint(
             settings.http.host, settings.http.port, self.metrics.registry, self.health
         )
@@ -107,6 +154,8 @@ class Job:
         signal.signal(signal.SIGINT, handler)
 
     def _set_state(self, state: str, detail: str = "") -> None:
+        if self.health.state != state:
+            log.info("state: %s%s", state, f" ({detail})" if detail else "")
         self.health.set(state, detail)
         self.metrics.set_state(state)
 
@@ -115,97 +164,230 @@ class Job:
         self.http.start()
         log.info("serving /metrics, /healthz and /readyz on http://%s", self.http.address)
         kafka = self.settings.kafka
-        if kafka.create_topics:
-            self._set_state("waiting_for_broker")
-            ensure_topics(
-                kafka.bootstrap_servers,
-                {kafka.topic: kafka.topic_partitions, kafka.dead_letter_topic(): 1},
-            )
-        self._set_state("recovering")
-        restored = self.checkpoints.restore_latest(self.pipeline)
-        if restored is not None:
-            log.info("restored checkpoint %s (offsets %s)", restored.name, restored.offsets)
-        # Loading the champion now surfaces a broken snapshot store at start, not later.
-        self.publisher.load_champion()
+        if not self._wait_for_broker():
+            self.http.stop()
+            return 0
         self.dlq = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic())
         self.consumer = BatchConsumer(
             kafka.bootstrap_servers,
             kafka.group_id,
             kafka.topic,
             auto_offset_reset=kafka.auto_offset_reset,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
         )
+        self.lease = LeaderLease(
+            kafka.bootstrap_servers,
+            kafka.group_id,
+            kafka.topic,
+            on_acquired=self._lease_acquired,
+            on_released=self._lease_released,
+            session_timeout_ms=kafka.session_timeout_ms,
+        )
+        # Everything allocated so far lives as long as the process: keep the garbage
+        # collector from scanning it again and again (a large share of CPU otherwise).
+        gc.collect()
+        gc.freeze()
+        self._set_state("standby", "waiting for the lease")
         try:
             self._loop()
         finally:
             self._shutdown()
         return 0
 
-    # -- rebalances ------------------------------------------------------------------
+    def _wait_for_broker(self) -> bool:
+        """Create the topics, retrying while the broker is unreachable; False if stopped."""
+        kafka = self.settings.kafka
+        topics = {kafka.topic: kafka.topic_partitions, kafka.dead_letter_topic(): 1,
+                  lease_topic(kafka.topic): 1}
+        if not kafka.create_topics:
+            topics = {lease_topic(kafka.topic): 1}
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                ensure_topics(kafka.bootstrap_servers, topics, timeout_s=10)
+                return True
+            except (BrokerUnavailable, KafkaException) as exc:
+                self._set_state("waiting_for_broker", str(exc))
+                self.health.beat()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
 
-    def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        """Start each new partition where the newest checkpoint says, if it says."""
+    # -- lease -------------------------------------------------------------------------
+
+    def _lease_acquired(self) -> None:
+        # Called inside lease.poll(); the takeover runs right after, in the loop.
+        self._activate_requested = True
+
+    def _lease_released(self, lost: bool) -> None:
+        if self.active and not self._stopping:
+            self._deactivate(lost=lost)
+
+    def _activate(self) -> None:
+        """Take over: new epoch, newest checkpoint, every partition from its offset."""
+        self._activate_requested = False
+        self._set_state("recovering", "loading the newest checkpoint")
+        started = time.monotonic()
+        restored = self._retry_storage(
+            "load the newest checkpoint", lambda: self._restore_if_newer()
+        )
+        if restored is None and self._stop.is_set():
+            return
+        self.checkpoints.begin_epoch()
+        partitions = self._retry_kafka("read the topic's partitions", self.consumer.partitions)
+        if partitions is None:
+            return
         stored = self.checkpoints.offsets()
-        for tp in partitions:
-            if tp.partition in stored:
-                tp.offset = stored[tp.partition]
-                self.positions[tp.partition] = stored[tp.partition]
-        log.info("assigned partitions %s", [(tp.partition, tp.offset) for tp in partitions])
+        missing = [p for p in partitions if p not in stored]
+        committed = (self._retry_kafka("read committed offsets",
+                                       lambda: self.consumer.committed(missing))
+                     if missing else {})
+        start: dict[int, int | None] = {
+            p: stored.get(p, (committed or {}).get(p)) for p in partitions
+        }
+        self.positions = {p: o for p, o in start.items() if o is not None}
+        self.consumer.assign(start)
+        self.active = True
+        self.counters.since_checkpoint = 0
+        self.counters.since_durable = 0
+        self._last_checkpoint_at = time.monotonic()
+        self.metrics.recoveries.inc()
         self._set_state("running")
+        log.info("active after %.2fs (checkpoint %s)", time.monotonic() - started,
+                 self.checkpoints.restored)
 
-    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Checkpoint before giving partitions up, so the next owner loses nothing."""
-        if self.positions:
-            self._checkpoint(wait=True)
-        for tp in partitions:
-            self.positions.pop(tp.partition, None)
+    def _restore_if_newer(self) -> tuple[int, int] | None:
+        """Load the newest checkpoint unless it is the one already loaded."""
+        latest = self.checkpoints.latest_id()
+        if latest is not None and latest == self._warm:
+            return self._warm
+        restored = self.checkpoints.restore_latest(self.pipeline)
+        if restored is None:
+            self._warm = None
+            return None
+        self.counters.per_partition = dict(
+            self.pipeline.extra_state.get("applied_per_partition", {})
+        )
+        self._warm = restored.sequence
+        log.info("loaded checkpoint %s (offsets %s)", restored.name, restored.offsets)
+        return restored.sequence
+
+    def _deactivate(self, *, lost: bool) -> None:
+        """Hand over: final checkpoint (best effort), stop reading, become a standby."""
+        log.info("deactivating (%s)", "lease lost" if lost else "rebalance")
+        if self.counters.since_checkpoint or self.checkpoints.in_flight:
+            try:
+                self._checkpoint(wait=True)
+            except Exception as exc:
+                log.warning("no final checkpoint before handing over: %s", exc)
+        self.consumer.unassign()
+        self.active = False
+        # What is in memory may be ahead of the last checkpoint the next owner loads;
+        # never reuse it: reload from the store when the lease comes back.
+        self._warm = None
+        self._set_state("standby", "lease handed over")
 
     # -- the loop --------------------------------------------------------------------
 
     def _loop(self) -> None:
-        kafka = self.settings.kafka
         idle_since = time.monotonic()
         while not self._stop.is_set():
             self.health.beat()
-            self.checkpoints.poll_background()
-            result = self.consumer.poll(kafka.batch_size, kafka.poll_timeout_s)
-            for err in result.errors:
-                log.warning("kafka: %s", err)
-            if not result.messages:
-                if (self.stop_when_idle_s is not None
-                        and time.monotonic() - idle_since > self.stop_when_idle_s):
-                    log.info("idle for %.0fs: stopping", self.stop_when_idle_s)
-                    break
-                self._maybe_checkpoint_and_publish()
+            self.lease.poll()
+            if self._activate_requested:
+                self._activate()
+                idle_since = time.monotonic()
+            if not self.active:
+                self._standby_step()
                 continue
-            idle_since = time.monotonic()
-            self._process(result.messages)
-            self._maybe_checkpoint_and_publish()
+            if self._step():
+                idle_since = time.monotonic()
+            elif (self.stop_when_idle_s is not None
+                  and time.monotonic() - idle_since > self.stop_when_idle_s
+                  and not self.checkpoints.in_flight and not self.publisher.busy):
+                log.info("idle for %.0fs: stopping", self.stop_when_idle_s)
+                break
 
-    def _process(self, messages: list) -> None:  # type: ignore[type-arg]
+    def _standby_step(self) -> None:
+        """Keep warm: load newer checkpoints now, so a takeover has little left to load."""
+        now = time.monotonic()
+        if now - self._last_warm_at >= self.settings.checkpoint.standby_refresh_s:
+            self._last_warm_at = now
+            try:
+                self._restore_if_newer()
+            except StorageError as exc:
+                log.warning("standby could not refresh from the object store: %s", exc)
+        self._stop.wait(0.1)
+
+    def _step(self) -> bool:
+        """One iteration while active; True if messages were processed."""
+        kafka = self.settings.kafka
+        self._collect_background()
+        cp = self.settings.checkpoint
+        if self.counters.since_durable >= cp.max_uncheckpointed_events:
+            # The object store is not keeping up: stop taking on work that a crash would
+            # have to redo, and that memory would have to hold.
+            self._set_state("paused_backpressure",
+                            f"{self.counters.since_durable} events not yet checkpointed")
+            self._maybe_checkpoint_and_publish()
+            self._stop.wait(0.2)
+            return False
+        result = self.consumer.poll(kafka.batch_size, kafka.poll_timeout_s)
+        if result.broker_down and not result.messages:
+            self._set_state("waiting_for_broker", str(result.errors[0]))
+        elif self.health.state != "running":
+            self._set_state("running")
+        for err in result.errors:
+            log.debug("kafka: %s", err)
+        if result.messages:
+            self._process(result.messages)
+        self._maybe_checkpoint_and_publish()
+        return bool(result.messages)
+
+    def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
         values = [m.value() for m in messages]
         outcome = self.pipeline.process(values)
         if outcome.rejected:
             self._dead_letter(messages, outcome)
-        for m in messages:
-            # Messages of a partition arrive in offset order within a batch.
-            self.positions[m.partition()] = m.offset() + 1
+        # The last message of each partition in the batch (offsets ascend per partition).
+        last: dict[int, int] = {m.partition(): m.offset() for m in messages}  # type: ignore[misc]
+        per_partition = self.counters.per_partition
+        for p, o in last.items():
+            self.positions[p] = o + 1
+        if len(last) == 1:
+            (p,) = last
+            per_partition[p] = per_partition.get(p, 0) + len(messages)
+        else:
+            for m in messages:
+                q: int = m.partition()  # type: ignore[assignment]
+                per_partition[q] = per_partition.get(q, 0) + 1
         self._record(outcome, time.perf_counter() - started)
+        if self.on_batch is not None:
+            self.on_batch(messages, outcome)
 
-    def _dead_letter(self, messages: list, outcome: BatchOutcome) -> None:  # type: ignore[type-arg]
-        for r in outcome.rejected:
-            self.dlq.send(messages[r.index], r.reason, r.detail)
-        acked, failed = self.dlq.flush()
-        if failed:
-            # Never advance past a rejected message whose copy the broker did not take:
-            # stop, and let the restart retry from the last checkpoint.
-            raise RuntimeError(
-                f"{failed} dead-letter messages were not acknowledged by the broker; "
-                "stopping so that they are retried from the last checkpoint"
-            )
-        self.metrics.dlq_messages.labels(outcome="acked").inc(acked)
+    def _dead_letter(self, messages: list[Message], outcome: BatchOutcome) -> None:
+        """Copy every reject to the DLQ; return only when the broker has all of them."""
+        pending = {r.index: r for r in outcome.rejected}
+        attempt = 0
+        while pending:
+            tickets = {self.dlq.send(messages[i], r.reason, r.detail): i  # type: ignore[arg-type]
+                       for i, r in pending.items()}
+            acked, failed = self.dlq.flush(timeout_s=10.0)
+            self.metrics.dlq_messages.labels(outcome="acked").inc(acked)
+            if not failed:
+                return
+            self.metrics.dlq_messages.labels(outcome="failed").inc(failed)
+            still = {tickets[f.ticket] for f in self.dlq.failures if f.ticket in tickets}
+            pending = {i: pending[i] for i in still}
+            attempt += 1
+            self._set_state("waiting_for_broker",
+                            f"{len(pending)} dead-letter copies not acknowledged yet")
+            log.warning("%d dead-letter copies not acknowledged (attempt %d); retrying",
+                        len(pending), attempt)
+            self.health.beat()
+            self.lease.poll()
+            time.sleep(min(0.5 * attempt, 5.0))
+        self._set_state("running")
 
     def _record(self, outcome: BatchOutcome, seconds: float) -> None:
         m = self.metrics
@@ -218,6 +400,7 @@ class Job:
         c.since_publication += applied
         c.since_attempt += applied
         c.since_checkpoint += outcome.n_input
+        c.since_durable += outcome.n_input
         m.events_consumed.labels(topic=self.topic).inc(outcome.n_input)
         m.events_applied.labels(topic=self.topic).inc(applied)
         if n_rejected:
@@ -232,7 +415,7 @@ class Job:
         m.batch_size.observe(outcome.n_input)
         m.update_latency_seconds.observe(seconds)
         if len(outcome.event_ts_ms):
-            lag_s = time.time() - float(np.median(outcome.event_ts_ms)) / 1000.0
+            lag_s = time.time() - float(outcome.event_ts_ms[-1]) / 1000.0
             m.event_time_lag_seconds.observe(max(0.0, lag_s))
         model = self.settings.learner.model
         for (metric, window), value in self.pipeline.evaluator.report().items():
@@ -240,14 +423,36 @@ class Job:
                 continue  # AUC, recall and NDCG are scores (higher is better), not losses
             window_label = "cumulative" if window == "cumulative" else "recent"
             m.progressive_loss.labels(model=model, metric=metric, window=window_label).set(value)
-        for (detector, sig), value in self.pipeline.drift.statistics().items():
-            m.drift_statistic.labels(detector=detector, signal=sig).set(value)
+        m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
         for d in outcome.drift:
-            m.drift_detections.labels(detector=d.detector, signal=d.signal).inc()
+            m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()
         for p, lag in self.consumer.lag(self.positions).items():
             m.consumer_lag.labels(topic=self.topic, partition=str(p)).set(lag)
+        if outcome.reset_requested:
+            self._reset_to_champion()
+
+    def _reset_to_champion(self) -> None:
+        """Drift reaction 'reset': continue from the published model."""
+        if self.publisher.busy:
+            log.info("drift reset deferred: a publication is running")
+            return
+        with self.publisher.lock:
+            champion = self.publisher.publisher.load_champion()
+        if champion is None:
+            log.warning("drift reset requested but no snapshot is published yet")
+            return
+        self.pipeline.replace_learner(champion)
+        log.warning("drift reset: continuing from published snapshot %s",
+                    self.publisher.publisher.champion_version)
 
     # -- checkpoints and snapshots ----------------------------------------------------
+
+    def _collect_background(self) -> None:
+        error = self.checkpoints.poll_background()
+        if error is not None:
+            self.metrics.checkpoint_failures.inc()
+        for result in self.publisher.results():
+            self._published(result.outcome, result.error)
 
     def _maybe_checkpoint_and_publish(self) -> None:
         now = time.monotonic()
@@ -266,40 +471,54 @@ class Job:
 
     def _checkpoint(self, *, wait: bool) -> None:
         started = time.perf_counter()
-        self.checkpoints.save(self.pipeline, dict(self.positions), wait=wait,
-                              on_durable=self._on_checkpoint_durable)
+        self.pipeline.extra_state["applied_per_partition"] = {
+            str(p): n for p, n in self.counters.per_partition.items()
+        }
+        if not self.checkpoints.save(
+            self.pipeline, dict(self.positions), wait=wait,
+            on_durable=self._on_checkpoint_durable,
+        ):
+            return  # the previous one is still being written: try again next time
+        stall = time.perf_counter() - started
+        self.metrics.checkpoint_stall_seconds.observe(stall)
         self.counters.since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
-        log.debug("checkpoint handed off in %.1f ms", (time.perf_counter() - started) * 1e3)
+        log.debug("checkpoint handed off in %.1f ms", stall * 1e3)
 
     def _on_checkpoint_durable(self, offsets: dict[int, int], seconds: float) -> None:
         """Runs on the main thread once a checkpoint's manifest is written."""
+        self.counters.since_durable = sum(
+            self.positions.get(p, o) - o for p, o in offsets.items()
+        )
         self.consumer.commit(offsets)
         self.metrics.checkpoints_written.inc()
         self.metrics.checkpoint_duration_seconds.observe(seconds)
         self.metrics.last_checkpoint_timestamp_seconds.set(time.time())
 
     def _publish(self) -> None:
-        """Offer the current model to the gate; publish it as a snapshot if it passes."""
-        since = self.counters.since_publication
+        """Copy what the gate needs and hand it to the background publisher."""
+        if self.publisher.busy:
+            return
         self.counters.since_attempt = 0
         self._last_snapshot_at = time.monotonic()
+        learner = self.pipeline.learner
         encoding, encoding_arrays = self.pipeline.preprocessor.encoding()
-        try:
-            outcome = self.publisher.consider(
-                self.pipeline.learner,
-                self.pipeline.gate,
-                events_since_last=since,
-                encoding=encoding,
-                offsets={self.topic: dict(self.positions)},
-                counts={"consumed": self.counters.consumed, "applied": self.counters.applied,
-                        "rejected": self.counters.rejected,
-                        "examples_trained": self.pipeline.examples_trained},
-                encoding_arrays=encoding_arrays,
-            )
-        except StorageError as exc:
+        self.publisher.submit(
+            FrozenCandidate(learner.published_state(), learner.task),
+            frozen_gate(self.pipeline.gate),
+            events_since_last=self.counters.since_publication,
+            encoding=encoding,
+            encoding_arrays=encoding_arrays,
+            offsets={self.topic: dict(self.positions)},
+            counts={"consumed": self.counters.consumed, "applied": self.counters.applied,
+                    "rejected": self.counters.rejected,
+                    "examples_trained": self.pipeline.examples_trained},
+        )
+
+    def _published(self, outcome: Any, error: BaseException | None) -> None:
+        if error is not None:
             # The object store is down or slow: keep learning, try again next time.
-            log.warning("snapshot not published, the object store failed: %s", exc)
+            log.warning("snapshot not published: %s", error)
             self.metrics.snapshots_rejected.labels(reason="storage_error").inc()
             return
         decision = outcome.decision
@@ -312,12 +531,45 @@ class Job:
         else:
             self.metrics.snapshots_rejected.labels(reason=decision.reason).inc()
 
+    # -- retries -------------------------------------------------------------------------
+
+    def _retry_storage(self, what: str, action: Callable[[], Any]) -> Any:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                return action()
+            except StorageError as exc:
+                self._set_state("recovering", f"cannot {what}: {exc}")
+                log.warning("cannot %s (retrying in %.1fs): %s", what, delay, exc)
+                self.health.beat()
+                self.lease.poll()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    def _retry_kafka(self, what: str, action: Callable[[], Any]) -> Any:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                return action()
+            except KafkaException as exc:
+                self._set_state("waiting_for_broker", f"cannot {what}: {exc}")
+                self.health.beat()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
     def _shutdown(self) -> None:
+        self._stopping = True
         self._set_state("stopping")
+        deadline = time.monotonic() + self.settings.checkpoint.shutdown_timeout_s
         try:
-            if self.positions and self.counters.since_checkpoint:
-                self._checkpoint(wait=True)
+            if self.active and (self.counters.since_checkpoint or self.checkpoints.in_flight):
+                self._final_checkpoint(deadline)
+            self.publisher.join(max(0.0, deadline - time.monotonic()))
+            self._collect_background()
         finally:
+            self.lease.close()
             self.consumer.close()
             self.dlq.close()
             self.http.stop()
@@ -325,3 +577,27 @@ class Job:
                 "stopped: consumed %d, applied %d, rejected %d",
                 self.counters.consumed, self.counters.applied, self.counters.rejected,
             )
+
+    def _final_checkpoint(self, deadline: float) -> None:
+        """Checkpoint once more, giving up at ``deadline`` (the events are then replayed)."""
+        done = threading.Event()
+        error: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self._checkpoint(wait=True)
+            except BaseException as exc:
+                error.append(exc)
+            finally:
+                done.set()
+
+        # _checkpoint(wait=True) calls back into the consumer (commit) on this thread's
+        # behalf; the consumer is not used by anything else during shutdown.
+        worker = threading.Thread(target=write, name="freshrec-final-checkpoint", daemon=True)
+        worker.start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            log.error("final checkpoint did not finish in time; exiting without it "
+                      "(events since the last checkpoint will be consumed again)")
+        elif error:
+            log.error("final checkpoint failed (events since the last checkpoint will be "
+                      "consumed again): %s", error[0])

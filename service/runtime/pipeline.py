@@ -7,9 +7,10 @@ apart is what lets the same pipeline run in the service, in the benchmarks and i
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,18 @@ import numpy.typing as npt
 from service.checkpoint.manager import namespaced, split_namespaced
 from service.config import Settings
 from service.drift import DriftMonitor
+from service.drift.detection import DriftDetection
 from service.drift.monitor import DriftState
 from service.evaluation import ProgressiveEvaluator
 from service.events.decode import decode_batch
+from service.examples import ExampleBatch
 from service.learners import learner_from_state, make_learner
 from service.learners.base import Learner, ModelState
+from service.learners.optim import Optimizer
 from service.preprocess import Preprocessor
 from service.snapshots.gate import PromotionGate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -52,13 +58,15 @@ class BatchOutcome:
     learn_seconds: float
     drift: list[Any] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
+    reset_requested: bool = False
 
 
 class Pipeline:
     """Owns every piece of learned state: preprocessor, learner, evaluator, drift, gate.
 
     Everything a checkpoint must save lives here, so ``get_state``/``set_state`` are the
-    whole story of recovery.
+    whole story of recovery. ``extra_state`` carries small JSON-able values that the job
+    wants checkpointed with it (per-partition applied counts).
     """
 
     def __init__(self, settings: Settings, learner: Learner | None = None) -> None:
@@ -76,6 +84,11 @@ class Pipeline:
         self.drift = DriftMonitor(settings.drift)
         self.gate = PromotionGate(settings.snapshot)
         self.examples_trained = 0
+        self.extra_state: dict[str, Any] = {}
+        # Drift reaction "adapt": the learning rate is multiplied until this many more
+        # examples have been learned; ``_base_optimizer`` is the one to go back to.
+        self._adapt_remaining = 0
+        self._base_optimizer: Any = None
 
     # -- state: everything a checkpoint saves ------------------------------------------
 
@@ -94,7 +107,14 @@ class Pipeline:
                 "preprocess": self.preprocessor.get_state(),
                 "evaluator": self.evaluator.get_state(),
                 "drift": (drift.arrays, drift.meta),
-                "pipeline": ({}, {"examples_trained": self.examples_trained}),
+                "gate": _batch_arrays(self.gate.window.batch()),
+                "pipeline": ({}, {
+                    "examples_trained": self.examples_trained,
+                    "adapt_remaining": self._adapt_remaining,
+                    "base_optimizer": (None if self._base_optimizer is None
+                                       else self._base_optimizer.to_dict()),
+                    "extra": self.extra_state,
+                }),
             }
         )
 
@@ -113,7 +133,22 @@ class Pipeline:
         self.preprocessor.set_state(split_namespaced(arrays, "preprocess"), meta["preprocess"])
         self.evaluator.set_state(split_namespaced(arrays, "evaluator"), meta["evaluator"])
         self.drift.set_state(DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
-        self.examples_trained = int(meta["pipeline"]["examples_trained"])
+        self.gate = PromotionGate(self.settings.snapshot)
+        holdout = _batch_from_arrays(split_namespaced(arrays, "gate"))
+        if holdout is not None:
+            self.gate.observe(holdout)
+        own = meta["pipeline"]
+        self.examples_trained = int(own["examples_trained"])
+        self._adapt_remaining = int(own.get("adapt_remaining", 0))
+        base = own.get("base_optimizer")
+        self._base_optimizer = None if base is None else Optimizer.from_dict(base)
+        self.extra_state = dict(own.get("extra", {}))
+
+    def replace_learner(self, learner: Learner) -> None:
+        """Continue learning from ``learner`` (the drift reaction 'reset')."""
+        self.learner = learner
+        self._adapt_remaining = 0
+        self._base_optimizer = None
 
     # -- processing --------------------------------------------------------------------
 
@@ -135,12 +170,13 @@ class Pipeline:
         train = examples.select(~holdout_mask) if n_holdout else examples
         predictions, learn_stats = self.learner.learn(train)
         learn_seconds = time.perf_counter() - started
-        if n_holdout:
+        if n_holdout or len(examples.recycled_users) or len(examples.recycled_items):
             self.gate.observe(examples)  # keeps only the held-out rows
 
         losses = self.evaluator.update(train.y, predictions, train.weight)
         detections = self.drift.update(losses, predictions, train)
         self.examples_trained += len(train)
+        reset = self._react(detections, len(train))
         return BatchOutcome(
             n_input=len(values),
             rejected=rejected,
@@ -154,4 +190,46 @@ class Pipeline:
             learn_seconds=learn_seconds,
             drift=list(detections),
             stats=dict(pre.stats),
+            reset_requested=reset,
         )
+
+    def _react(self, detections: Sequence[DriftDetection], n_learned: int) -> bool:
+        """Apply 'adapt' reactions here; report whether a 'reset' was asked for."""
+        learner: Any = self.learner
+        if self._adapt_remaining:
+            self._adapt_remaining = max(0, self._adapt_remaining - n_learned)
+            if not self._adapt_remaining and self._base_optimizer is not None:
+                learner.optimizer = self._base_optimizer
+                self._base_optimizer = None
+                log.info("drift adaptation over: learning rate back to %g",
+                         learner.optimizer.learning_rate)
+        reset = False
+        for d in detections:
+            if d.reaction == "reset":
+                reset = True
+            elif d.reaction == "adapt" and hasattr(learner, "optimizer"):
+                base = self._base_optimizer or learner.optimizer
+                self._base_optimizer = base
+                learner.optimizer = replace(base, learning_rate=base.learning_rate * d.lr_factor)
+                self._adapt_remaining = d.duration_events
+                log.info("drift (%s on %s): learning rate x%g for %d examples",
+                         d.detector, d.signal, d.lr_factor, d.duration_events)
+        return reset
+
+
+_BATCH_FIELDS = ("user", "item", "y", "weight", "ts_ms", "feat_indptr", "feat_idx", "feat_val")
+
+
+def _batch_arrays(batch: ExampleBatch) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+    """An example batch as arrays (for the gate's hold-out window in checkpoints)."""
+    return {name: np.ascontiguousarray(getattr(batch, name)) for name in _BATCH_FIELDS}, {
+        "n": len(batch)
+    }
+
+
+def _batch_from_arrays(arrays: dict[str, npt.NDArray[Any]]) -> ExampleBatch | None:
+    if not arrays or len(arrays["user"]) == 0:
+        return None
+    batch = ExampleBatch(**{name: arrays[name] for name in _BATCH_FIELDS})
+    batch.holdout = np.ones(len(batch), dtype=np.bool_)
+    return batch

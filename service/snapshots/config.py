@@ -9,7 +9,7 @@ class SnapshotConfig(BaseModel):
     """When candidates are published, and how they are gated."""
 
     every_events: int = Field(
-        default=50_000, ge=1, description="Consider publishing after this many applied events."
+        default=500_000, ge=1, description="Consider publishing after this many applied events."
     )
     every_seconds: float = Field(
         default=30.0, gt=0, description="... or after this many seconds, whichever comes first."
