@@ -55,7 +55,7 @@ def test_newest_complete_checkpoint_wins(tmp_path: Path) -> None:
     m.save(FakePipeline(2.0), {0: 2}, wait=True)
     # A crash mid-write leaves array files without a manifest: invisible to recovery.
     store = LocalFolderStore(tmp_path)
-    store.put("checkpoints/g/t/000000000003/arrays/w.npy", b"partial")
+    store.put("checkpoints/g/t/00000001-000000000003/arrays/w.npy", b"partial")
     p = FakePipeline()
     restored = manager(tmp_path).restore_latest(p)
     assert restored is not None and restored.offsets == {0: 2}
@@ -66,7 +66,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> No
     m = manager(tmp_path)
     m.save(FakePipeline(1.0), {0: 1}, wait=True)
     m.save(FakePipeline(2.0), {0: 2}, wait=True)
-    [array_file] = (tmp_path / "checkpoints/g/t/000000000002").rglob("*.npy")
+    [array_file] = (tmp_path / "checkpoints/g/t/00000001-000000000002").rglob("*.npy")
     data = bytearray(array_file.read_bytes())
     data[-1] ^= 0xFF
     array_file.write_bytes(bytes(data))
@@ -77,11 +77,11 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> No
 
 def test_new_checkpoints_number_past_leftovers(tmp_path: Path) -> None:
     store = LocalFolderStore(tmp_path)
-    store.put("checkpoints/g/t/000000000009/arrays/w.npy", b"partial")
+    store.put("checkpoints/g/t/00000009-000000000009/arrays/w.npy", b"partial")
     m = manager(tmp_path)
     assert m.restore_latest(FakePipeline()) is None
     m.save(FakePipeline(3.0), {0: 3}, wait=True)
-    assert any(k.startswith("checkpoints/g/t/000000000010/")
+    assert any(k.startswith("checkpoints/g/t/00000010-000000000001/")
                for k in store.list("checkpoints/"))
 
 
@@ -90,7 +90,7 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
     for i in range(5):
         m.save(FakePipeline(float(i)), {0: i}, wait=True)
     names = {k.split("/")[3] for k in LocalFolderStore(tmp_path).list("checkpoints/g/t/")}
-    assert names == {"000000000004", "000000000005"}
+    assert names == {"00000001-000000000004", "00000001-000000000005"}
 
 
 def test_store_failure_is_not_mistaken_for_no_checkpoint(tmp_path: Path) -> None:
@@ -124,3 +124,19 @@ def test_namespacing_round_trip() -> None:
     assert set(arrays) == {"a.x", "b.x"}
     assert meta == {"a": {"k": 1}, "b": {}}
     assert split_namespaced(arrays, "a")["x"].tolist() == [0, 1, 2]
+
+
+def test_a_new_epoch_wins_over_a_former_leaders_later_write(tmp_path: Path) -> None:
+    old_leader = manager(tmp_path)
+    old_leader.save(FakePipeline(1.0), {0: 1}, wait=True)  # epoch 1
+    new_leader = manager(tmp_path)
+    assert new_leader.restore_latest(FakePipeline()) is not None
+    new_leader.begin_epoch()  # epoch 2
+    new_leader.save(FakePipeline(2.0), {0: 2}, wait=True)
+    # The former leader, not knowing it lost the lease, writes again in epoch 1.
+    for _ in range(3):
+        old_leader.save(FakePipeline(9.0), {0: 9}, wait=True)
+    p = FakePipeline()
+    restored = manager(tmp_path, keep=10).restore_latest(p)
+    assert restored is not None and restored.offsets == {0: 2}
+    assert p.weights[0] == 2.0
