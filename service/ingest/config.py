@@ -38,5 +38,12 @@ class KafkaConfig(BaseModel):
         "takes over (milliseconds).",
     )
 
+    instance_id: str | None = Field(
+        None,
+        description="Stable identity of this instance (e.g. the pod name): with it, a "
+        "restarted instance takes its lease back at once instead of after the session "
+        "timeout (Kafka static membership).",
+    )
+
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"

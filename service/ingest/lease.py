@@ -55,6 +55,9 @@ class LeaderLease:
     session_timeout_ms
         How long the group waits for a silent instance before moving the lease: this
         bounds the standby's takeover time.
+    instance_id
+        Static group membership: a restarted instance with the same id takes its lease
+        back at once, without waiting for the session timeout.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class LeaderLease:
         on_acquired: Callable[[], None],
         on_released: Callable[[bool], None],
         session_timeout_ms: int = 6000,
+        instance_id: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.topic = lease_topic(topic)
@@ -83,6 +87,8 @@ class LeaderLease:
             "max.poll.interval.ms": 60_000,
             "partition.assignment.strategy": "range",
         }
+        if instance_id:
+            conf["group.instance.id"] = instance_id
         conf.update(extra or {})
         self._consumer = Consumer(conf, logger=log)
         self._consumer.subscribe(

@@ -181,6 +181,7 @@ class Job:
             on_acquired=self._lease_acquired,
             on_released=self._lease_released,
             session_timeout_ms=kafka.session_timeout_ms,
+            instance_id=kafka.instance_id,
         )
         # Everything allocated so far lives as long as the process: keep the garbage
         # collector from scanning it again and again (a large share of CPU otherwise).

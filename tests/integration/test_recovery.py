@@ -1,0 +1,433 @@
+"""Exactly-once model state under faults, on real servers.
+
+Each test runs ``freshrec run`` as a child process, injects a fault (SIGKILL of the
+service, of the broker, of the object store, or of the active instance of two), lets the
+stream finish, and then reads the newest checkpoint from the object store: every event
+must have been applied exactly once (per-partition applied counts equal what was produced)
+and, where the stream has one partition, the model must equal bit for bit the model of an
+uninterrupted run over the same events.
+
+Why bitwise equality holds: per-event learning is a deterministic function of the event
+order, which one partition fixes; every checkpoint copies the model together with the
+offsets it reflects; recovery restarts from exactly those offsets. Nothing in the update
+path depends on batch boundaries or the wall clock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from service.checkpoint.config import CheckpointConfig
+from service.checkpoint.manager import CheckpointManager
+from service.demo.generator import StreamSpec, SyntheticStream
+from service.storage import open_store
+from service.storage.config import StorageConfig
+from tests.faults import PrivateKafka, PrivateS3
+from tests.service_process import ServiceProcess
+from tests.services import S3Endpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def make_events(n: int, seed: int = 5) -> list[bytes]:
+    stream = SyntheticStream(StreamSpec(n_users=3000, n_items=500, seed=seed))
+    return stream.encoded_events(n, start_ms=int(time.time() * 1000) - n)
+
+
+class Publisher(threading.Thread):
+    """Produces events at a steady rate, keyed by user, counting what each partition got.
+
+    The producer rides out a broker outage by itself (librdkafka buffers and retries);
+    ``done`` is set once every message is acknowledged.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
+        self.per_partition: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
+                             "enable.idempotence": True, "message.timeout.ms": 120_000})
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                self.errors.append(str(err))
+            else:
+                self.per_partition[msg.partition()] += 1
+
+        started = time.monotonic()
+        for i, value in enumerate(self.values):
+            key = orjson.loads(value)["user_id"].encode()
+            while True:
+                try:
+                    producer.produce(self.topic, value, key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            ahead = (i + 1) / self.rate - (time.monotonic() - started)
+            if ahead > 0.002:
+                time.sleep(ahead)
+        remaining = producer.flush(180)
+        if remaining:
+            self.errors.append(f"{remaining} messages not delivered")
+        self.done.set()
+
+
+class _Capture:
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    def set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.arrays, self.meta = arrays, meta
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        raise NotImplementedError
+
+
+def newest_checkpoint(storage: StorageConfig, group: str, topic: str) -> tuple[
+    dict[int, int], dict[str, np.ndarray], dict[str, Any]
+]:
+    """Offsets, arrays and metadata of the newest complete checkpoint."""
+    manager = CheckpointManager(open_store(storage), CheckpointConfig(), group_id=group,
+                                topic=topic)
+    capture = _Capture()
+    restored = manager.restore_latest(capture)  # type: ignore[arg-type]
+    assert restored is not None, "no checkpoint was written"
+    return restored.offsets, capture.arrays, capture.meta
+
+
+def storage_for(s3: S3Endpoint | PrivateS3, prefix: str) -> tuple[dict[str, str], StorageConfig]:
+    if isinstance(s3, PrivateS3):
+        env = s3.env(prefix)
+    else:
+        env = {
+            "FRESHREC_STORAGE__URL": f"s3://{s3.bucket}/{prefix}",
+            "FRESHREC_STORAGE__ENDPOINT_URL": s3.url,
+            "FRESHREC_STORAGE__ACCESS_KEY": s3.access_key,
+            "FRESHREC_STORAGE__SECRET_KEY": s3.secret_key,
+        }
+    config = StorageConfig(
+        url=env["FRESHREC_STORAGE__URL"],
+        endpoint_url=env["FRESHREC_STORAGE__ENDPOINT_URL"],
+        access_key=env["FRESHREC_STORAGE__ACCESS_KEY"],
+        secret_key=env["FRESHREC_STORAGE__SECRET_KEY"],
+    )
+    return env, config
+
+
+def service_env(bootstrap: str, topic: str, group: str, storage_env: dict[str, str],
+                **extra: str) -> dict[str, str]:
+    return {
+        "FRESHREC_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "FRESHREC_KAFKA__TOPIC": topic,
+        "FRESHREC_KAFKA__GROUP_ID": group,
+        "FRESHREC_KAFKA__BATCH_SIZE": "2000",
+        "FRESHREC_CHECKPOINT__EVERY_SECONDS": "0.3",
+        "FRESHREC_SNAPSHOT__EVERY_SECONDS": "2",
+        # Small tables: restarts (and this test) stay quick.
+        "FRESHREC_PREPROCESS__USER_CAPACITY": "8192",
+        "FRESHREC_PREPROCESS__ITEM_CAPACITY": "2048",
+        "FRESHREC_LOG_LEVEL": "INFO",
+        **storage_env,
+        **extra,
+    }
+
+
+def run_to_completion(env: dict[str, str], log: Path, timeout: float = 180) -> None:
+    """Run the service until it has been idle for a few seconds, and check it exited 0."""
+    service = ServiceProcess(env, log, ("--stop-when-idle", "4")).start()
+    assert service.proc is not None
+    try:
+        code = service.proc.wait(timeout)
+    except Exception:
+        service.kill()
+        raise
+    assert code == 0, service.log()
+
+
+def learner_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v for k, v in arrays.items() if k.startswith("learner.")}
+
+
+def assert_same_model(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    la, lb = learner_arrays(a), learner_arrays(b)
+    assert la.keys() == lb.keys()
+    for name in la:
+        assert la[name].dtype == lb[name].dtype, name
+        assert np.array_equal(la[name], lb[name], equal_nan=True), (
+            f"{name} differs: max abs diff "
+            f"{np.max(np.abs(la[name].astype(float) - lb[name].astype(float)))}"
+        )
+
+
+def applied_per_partition(meta: dict[str, Any]) -> dict[int, int]:
+    extra = meta["pipeline"]["pipeline"]["extra"]["applied_per_partition"]
+    return {int(p): int(n) for p, n in extra.items()}
+
+
+def readyz_state(service: ServiceProcess) -> str:
+    try:
+        with urllib.request.urlopen(f"http://{service.address}/healthz", timeout=1) as r:
+            return str(orjson.loads(r.read())["state"])
+    except Exception:  # noqa: BLE001
+        return "unreachable"
+
+
+# -- tests ------------------------------------------------------------------------------
+
+
+def test_kill9_at_random_moments_gives_the_uninterrupted_model(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    print(f"kill schedule seed: {seed}")
+    topic = unique_topic(1)
+    n = 60_000
+    # Slow enough that the stream is still flowing through all the kills below.
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n), rate=4_000)
+
+    # Interrupted run: SIGKILL three times while the stream flows, restarting each time.
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "killed")
+    group = f"kill9-{uuid.uuid4().hex[:6]}"
+    env = service_env(kafka_bootstrap, topic, group, storage_env,
+                      FRESHREC_KAFKA__INSTANCE_ID="kill9-instance")
+    log = tmp_path / "killed.log"
+    service = ServiceProcess(env, log).start()
+    publisher.start()
+    restarts = []
+    try:
+        for _ in range(3):
+            time.sleep(rng.uniform(0.8, 2.5))
+            service.kill()
+            restart_at = time.monotonic()
+            service = ServiceProcess(env, log).start()
+            service.wait_until("applying events again",
+                               lambda s=service: s.total("freshrec_events_applied_total") > 0,
+                               timeout=60)
+            restarts.append(time.monotonic() - restart_at)
+            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
+        publisher.join(120)
+        assert publisher.done.is_set() and not publisher.errors, publisher.errors
+    finally:
+        service.kill()
+    print("restart to first applied event (s):", [round(r, 2) for r in restarts])
+    run_to_completion(env, log)
+    offsets, killed, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == {0: n}
+    assert applied_per_partition(meta) == {0: n}
+
+    # Uninterrupted run over the same events.
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "clean")
+    clean_group = f"clean-{uuid.uuid4().hex[:6]}"
+    run_to_completion(service_env(kafka_bootstrap, topic, clean_group, storage_env),
+                      tmp_path / "clean.log")
+    clean_offsets, clean, clean_meta = newest_checkpoint(storage, clean_group, topic)
+    assert clean_offsets == {0: n}
+    assert clean_meta["pipeline"]["pipeline"]["examples_trained"] == (
+        meta["pipeline"]["pipeline"]["examples_trained"])
+    assert_same_model(killed, clean)
+
+
+def test_every_partition_applied_exactly_once_across_kills(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    topic = unique_topic(4)
+    n = 40_000
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=6), rate=5_000)
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix)
+    group = f"parts-{uuid.uuid4().hex[:6]}"
+    env = service_env(kafka_bootstrap, topic, group, storage_env,
+                      FRESHREC_KAFKA__INSTANCE_ID="parts-instance")
+    log = tmp_path / "service.log"
+    service = ServiceProcess(env, log).start()
+    publisher.start()
+    try:
+        for delay in (1.2, 1.7):
+            service.wait_until("learning", lambda s=service: s.total(
+                "freshrec_events_applied_total") > 0, timeout=60)
+            time.sleep(delay)
+            service.kill()
+            service = ServiceProcess(env, log).start()
+            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
+        publisher.join(120)
+        assert publisher.done.is_set() and not publisher.errors, publisher.errors
+    finally:
+        service.kill()
+    run_to_completion(env, log)
+    offsets, _, meta = newest_checkpoint(storage, group, topic)
+    produced = dict(publisher.per_partition)
+    assert sum(produced.values()) == n and len(produced) == 4
+    # No gap and no duplicate, partition by partition.
+    assert applied_per_partition(meta) == produced
+    assert offsets == produced
+
+
+def test_sigterm_writes_a_final_checkpoint_and_exits(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    topic = unique_topic(2)
+    n = 20_000
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=7), rate=50_000)
+    publisher.start()
+    publisher.join(60)
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix)
+    group = f"term-{uuid.uuid4().hex[:6]}"
+    # Checkpoints only on request: the final one must cover everything.
+    env = service_env(kafka_bootstrap, topic, group, storage_env,
+                      FRESHREC_CHECKPOINT__EVERY_SECONDS="3600",
+                      FRESHREC_CHECKPOINT__EVERY_EVENTS="100000000")
+    service = ServiceProcess(env, tmp_path / "service.log").start()
+    service.wait_until("every event applied",
+                       lambda: service.total("freshrec_events_applied_total") >= n)
+    started = time.monotonic()
+    assert service.terminate(timeout=60) == 0
+    print(f"SIGTERM to exit: {time.monotonic() - started:.2f}s")
+    offsets, _, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == dict(publisher.per_partition)
+    assert applied_per_partition(meta) == dict(publisher.per_partition)
+
+
+def test_broker_killed_and_restarted_mid_stream(
+    s3_endpoint: S3Endpoint, unique_prefix: str, tmp_path: Path,
+) -> None:
+    kafka = PrivateKafka(tmp_path / "kafka").start()
+    try:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        topic = "faults.broker"
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+        admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+        n = 40_000
+        publisher = Publisher(kafka.bootstrap, topic, make_events(n, seed=8), rate=8_000)
+        storage_env, storage = storage_for(s3_endpoint, unique_prefix)
+        group = f"broker-{uuid.uuid4().hex[:6]}"
+        env = service_env(kafka.bootstrap, topic, group, storage_env)
+        service = ServiceProcess(env, tmp_path / "service.log").start()
+        publisher.start()
+        time.sleep(1.5)
+        kafka.kill()
+        seen_states = set()
+        outage_end = time.monotonic() + 6
+        while time.monotonic() < outage_end:
+            seen_states.add(readyz_state(service))
+            time.sleep(0.2)
+        assert service.alive(), service.log()
+        kafka.start()
+        publisher.join(180)
+        assert publisher.done.is_set() and not publisher.errors, publisher.errors
+        code = service.terminate(timeout=90)
+        assert code == 0, service.log()
+        # The service told the outage (it lost the broker and its lease); and it came back.
+        assert seen_states & {"waiting_for_broker", "standby", "recovering"}, seen_states
+        run_to_completion(env, tmp_path / "service.log")
+        offsets, _, meta = newest_checkpoint(storage, group, topic)
+        assert applied_per_partition(meta) == dict(publisher.per_partition)
+        assert sum(publisher.per_partition.values()) == n
+    finally:
+        kafka.kill()
+
+
+def test_object_store_killed_and_restarted_mid_stream(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    s3 = PrivateS3(tmp_path / "s3").start()
+    try:
+        topic = unique_topic(1)
+        n = 40_000
+        publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=9), rate=8_000)
+        storage_env, storage = storage_for(s3, "store-fault")
+        group = f"store-{uuid.uuid4().hex[:6]}"
+        env = service_env(kafka_bootstrap, topic, group, storage_env,
+                          FRESHREC_STORAGE__RETRIES="1",
+                          FRESHREC_STORAGE__CONNECT_TIMEOUT_S="1")
+        service = ServiceProcess(env, tmp_path / "service.log").start()
+        publisher.start()
+        service.wait_until("a checkpoint written",
+                           lambda: service.total("freshrec_checkpoints_written_total") > 0)
+        s3.kill()
+        service.wait_until("a checkpoint failure counted",
+                           lambda: service.total("freshrec_checkpoint_failures_total") > 0,
+                           timeout=60)
+        assert service.alive(), service.log()
+        time.sleep(2)
+        s3.start()
+        publisher.join(120)
+        assert publisher.done.is_set() and not publisher.errors, publisher.errors
+        written = service.total("freshrec_checkpoints_written_total")
+        service.wait_until("checkpoints resume after the outage",
+                           lambda: service.total("freshrec_checkpoints_written_total") > written,
+                           timeout=60)
+        assert service.terminate(timeout=90) == 0, service.log()
+        offsets, _, meta = newest_checkpoint(storage, group, topic)
+        assert offsets == {0: n}
+        assert applied_per_partition(meta) == {0: n}
+    finally:
+        s3.kill()
+
+
+def test_standby_takes_over_when_the_active_instance_is_killed(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    topic = unique_topic(1)
+    n = 50_000
+    events = make_events(n, seed=10)
+    publisher = Publisher(kafka_bootstrap, topic, events, rate=10_000)
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "ha")
+    group = f"ha-{uuid.uuid4().hex[:6]}"
+    env = service_env(kafka_bootstrap, topic, group, storage_env)
+    first = ServiceProcess(env, tmp_path / "first.log").start()
+    first.wait_ready()
+    second = ServiceProcess(env, tmp_path / "second.log", ("--stop-when-idle", "5")).start()
+    second.wait_until("the second instance to be a standby",
+                      lambda: readyz_state(second) == "standby")
+    publisher.start()
+    try:
+        first.wait_until("learning", lambda: first.total("freshrec_events_applied_total") > 5000)
+        first.kill()
+        killed_at = time.monotonic()
+        second.wait_until("the standby to take over",
+                          lambda: second.total("freshrec_events_applied_total") > 0, timeout=60)
+        takeover = time.monotonic() - killed_at
+        print(f"standby takeover: {takeover:.2f}s after kill -9 of the active instance")
+        publisher.join(120)
+        assert publisher.done.is_set() and not publisher.errors
+        assert second.proc is not None
+        assert second.proc.wait(120) == 0, second.log()
+    finally:
+        first.kill()
+        second.kill()
+    offsets, taken_over, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == {0: n}
+    assert applied_per_partition(meta) == {0: n}
+
+    storage_env, clean_storage = storage_for(s3_endpoint, unique_prefix + "clean")
+    clean_group = f"clean-{uuid.uuid4().hex[:6]}"
+    run_to_completion(service_env(kafka_bootstrap, topic, clean_group, storage_env),
+                      tmp_path / "clean.log")
+    _, clean, _ = newest_checkpoint(clean_storage, clean_group, topic)
+    assert_same_model(taken_over, clean)
