@@ -3,15 +3,17 @@
 Each model keeps everything it learns in named, contiguous numpy arrays
 (``self.arrays``); this class turns that into the :class:`~service.learners.base.Learner`
 protocol: input validation at the boundary, the predict-then-learn contract with its
-counters, state export as array copies, the published (optionally averaged) copy,
-recycled-row resets, and vectorised top-k recommendations with a popularity fallback.
+counters, the high-water marks of the user and item rows in use, state export of those
+rows only (as copies), the published (optionally averaged) copy, recycled-row resets, and
+vectorised top-k recommendations with a popularity fallback.
 
-Subclasses implement the model: ``_allocate``, ``_predict``, ``_learn``, ``_item_scores``,
-``_reset`` and ``_hyperparameters``.
+Subclasses implement the model: ``_allocate``, ``_initialise``, ``row_spans``,
+``_predict``, ``_learn``, ``_item_scores``, ``_reset`` and ``_hyperparameters``.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -21,12 +23,21 @@ from service.examples import ExampleBatch
 from service.learners.averaging import ParameterAverage
 from service.learners.base import LearnStats, ModelState, Task
 from service.learners.interactions import Interactions, top_k
+from service.learners.layout import Ranges, RowSpan, compact, expand_into, kept_ranges
 from service.learners.optim import Optimizer
 from service.learners.strategies import PerEvent, Strategy, strategy_from_dict
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2
+"""Version 2 keeps only the rows below the high-water marks of user/item-indexed arrays
+(counters ``used_users``, ``used_items``). Version 1 states (every array at full capacity)
+are still read."""
+READABLE_FORMAT_VERSIONS = (1, 2)
+
+# Set while from_state builds a learner: the constructor then leaves the randomly
+# initialised tables unfilled, and from_state fills only the rows the state does not carry.
+_RESTORING: ContextVar[bool] = ContextVar("freshrec_learner_restoring", default=False)
 
 
 class ArrayLearner:
@@ -50,6 +61,13 @@ class ArrayLearner:
     ema_decay
         When > 0, keep an exponential moving average of the parameters (updated once per
         ``learn`` call) and publish it from :meth:`published_state`.
+
+    Attributes
+    ----------
+    used_users, used_items
+        High-water marks: one past the highest user and item row ever learned from or
+        reset. Rows at or beyond them still hold their deterministic initial values, so
+        :meth:`get_state` leaves them out and :meth:`from_state` regenerates them.
     """
 
     model_type: ClassVar[str]
@@ -90,9 +108,13 @@ class ArrayLearner:
         self.n_seen = 0
         self.n_updates = 0
         self.n_skipped_nonfinite = 0
+        self.used_users = 0
+        self.used_items = 0
         rng = np.random.default_rng(self.seed)
         self.arrays: dict[str, npt.NDArray[Any]] = self._allocate(rng)
         self.arrays["rng"] = np.array([rng.integers(0, 2**63 - 1)], dtype=np.uint64)
+        if not _RESTORING.get():
+            self._initialise(0, 0, rest=True)
 
     # -- to implement ------------------------------------------------------------------
 
@@ -102,7 +124,27 @@ class ArrayLearner:
         return Optimizer()
 
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
+        """The model's arrays at full capacity. Randomly initialised tables may be left
+        ``np.empty``: :meth:`_initialise` fills them."""
         raise NotImplementedError
+
+    def _initialise(self, users_from: int, items_from: int, rest: bool) -> None:
+        """Write the initial values of user rows ``>= users_from``, item rows
+        ``>= items_from`` and, when ``rest``, of the rows outside every span.
+
+        Must depend only on the config and the seed, row by row (see
+        :func:`~service.learners.rng.fill_init`): ``from_state`` calls it for the rows
+        beyond the state's high-water marks. Zero-initialised arrays need nothing.
+        """
+
+    def row_spans(self) -> dict[str, tuple[RowSpan, ...]]:
+        """Which spans of each array's first axis are user rows and item rows.
+
+        Declared explicitly by each model, for every array indexed by user or item row
+        (parameters, accumulators); arrays left out are saved whole. The moving average
+        of a parameter uses the parameter's spans.
+        """
+        return {}
 
     def _hyperparameters(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -142,13 +184,16 @@ class ArrayLearner:
             return np.zeros(0, dtype=np.float32), LearnStats()
         strategy = strategy if strategy is not None else self.strategy
         bounds = strategy.bounds(batch.ts_ms)
+        self._advance_marks(int(batch.user.max()) + 1, int(batch.item.max()) + 1)
         preds, updates, skipped = self._learn(batch, bounds)
         mask = np.isfinite(batch.y) & (batch.weight > 0)
         if self.task != "regression":
             mask &= batch.y > 0
         self.interactions.record(batch.user, batch.item, mask)
         if self.average is not None:
-            self.average.update(self._parameters())
+            # Rows beyond the marks are left out: their average stays their initial value.
+            self.average.update(self._parameters(),
+                                {name: self._ranges(name) for name in self.PARAMETERS})
         self.n_seen += n
         self.n_updates += updates
         self.n_skipped_nonfinite += skipped
@@ -166,10 +211,12 @@ class ArrayLearner:
             raise ValueError("reset_rows got rows outside the model's user/item tables")
         if not len(users) and not len(items):
             return
+        self._advance_marks(int(users.max()) + 1 if len(users) else 0,
+                            int(items.max()) + 1 if len(items) else 0)
         rng = np.random.default_rng(int(self.arrays["rng"][0]))
         self._reset(users, items, rng)
         self.arrays["rng"][0] = rng.integers(0, 2**63 - 1)
-        self.interactions.reset(users, items)
+        self.interactions.reset(users, items, self.used_users)
         if self.average is not None and self.average.arrays:
             for name in self.PARAMETERS:
                 rows = self._rows_of(name, users, items)
@@ -209,13 +256,29 @@ class ArrayLearner:
         return rows, scores[rows]
 
     def get_state(self) -> ModelState:
-        """A copy of the full state (parameters, optimiser state, interactions, average)."""
-        arrays = {name: np.ascontiguousarray(a).copy() for name, a in self.arrays.items()}
-        for name, a in self.interactions.arrays().items():
-            arrays[f"interactions.{name}"] = a.copy()
-        if self.average is not None:
-            for name, a in self.average.arrays.items():
-                arrays[f"ema.{name}"] = a.copy()
+        """A copy of the state: parameters, optimiser state, interactions and average.
+
+        Arrays indexed by user or item row keep only the rows below the high-water marks
+        (the rest is the seed's initialisation), so the size and the cost of the copy are
+        proportional to the users and items in use, not to the capacity.
+        """
+        return self._export(published=False)
+
+    def published_state(self) -> ModelState:
+        """The state to publish: parameters replaced by their moving average if enabled."""
+        return self._export(published=True)
+
+    def _export(self, published: bool) -> ModelState:
+        average = self.average.arrays if self.average is not None else {}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for name, array in self.arrays.items():
+            source = average.get(name, array) if published else array
+            arrays[name] = compact(source, self._ranges(name))
+        for name, array in self.interactions.arrays().items():
+            arrays[f"interactions.{name}"] = compact(array, self._ranges(name, interactions=True))
+        if not published:
+            for name, array in average.items():
+                arrays[f"ema.{name}"] = compact(array, self._ranges(name))
         return ModelState(
             model_type=self.model_type,
             config=self.get_config(),
@@ -225,63 +288,93 @@ class ArrayLearner:
                 "n_seen": self.n_seen,
                 "n_updates": self.n_updates,
                 "n_skipped_nonfinite": self.n_skipped_nonfinite,
+                "used_users": self.used_users,
+                "used_items": self.used_items,
             },
         )
 
-    def published_state(self) -> ModelState:
-        """The state to publish: parameters replaced by their moving average if enabled."""
-        state = self.get_state()
-        if self.average is not None and self.average.arrays:
-            for name, a in self.average.arrays.items():
-                state.arrays[name] = a.copy()
-        state.arrays = {k: v for k, v in state.arrays.items() if not k.startswith("ema.")}
-        return state
-
     @classmethod
     def from_state(cls, state: ModelState) -> Self:
-        """Rebuild a learner from :meth:`get_state` (or :meth:`published_state`)."""
+        """Rebuild a learner from :meth:`get_state` (or :meth:`published_state`).
+
+        The full-capacity tables are rebuilt: rows below the state's high-water marks from
+        the state, rows beyond them from the seed (bitwise what a fresh learner has), so
+        learning continues exactly as if it had never stopped. Version 1 states (full
+        arrays) are read too.
+        """
         if state.model_type != cls.model_type:
             raise ValueError(
                 f"state is for model {state.model_type!r}, not {cls.model_type!r}; "
                 "use learner_from_state() to pick the class from the state"
             )
-        if state.format_version != STATE_FORMAT_VERSION:
+        if state.format_version not in READABLE_FORMAT_VERSIONS:
             raise ValueError(
-                f"state format version {state.format_version} is not supported "
-                f"(this build reads version {STATE_FORMAT_VERSION})"
+                f"state format version {state.format_version} is not supported (this "
+                f"build reads versions {READABLE_FORMAT_VERSIONS}); upgrade freshrec"
             )
-        learner = cls.from_config(state.config)
-        inter = {}
-        ema = {}
+        token = _RESTORING.set(True)
+        try:
+            learner = cls.from_config(state.config)
+        finally:
+            _RESTORING.reset(token)
+        learner.used_users, learner.used_items = cls._marks(state, learner)
+        # Only the rows the state does not carry are generated.
+        learner._initialise(learner.used_users, learner.used_items, rest=False)
+        inter: dict[str, npt.NDArray[Any]] = {}
+        ema: dict[str, npt.NDArray[Any]] = {}
         for name, array in state.arrays.items():
             if name.startswith("interactions."):
                 inter[name.removeprefix("interactions.")] = array
             elif name.startswith("ema."):
                 ema[name.removeprefix("ema.")] = array
             elif name in learner.arrays:
-                current = learner.arrays[name]
-                if array.shape != current.shape:
-                    raise ValueError(
-                        f"array {name!r} has shape {array.shape}, the config implies "
-                        f"{current.shape}"
-                    )
-                learner.arrays[name] = np.array(array, dtype=current.dtype, order="C")
+                expand_into(learner.arrays[name], array, learner._ranges(name), name)
             else:
                 raise ValueError(f"unexpected array {name!r} in {cls.model_type} state")
-        missing = set(learner.arrays) - {
-            n for n in state.arrays if "." not in n
-        }
+        missing = set(learner.arrays) - {n for n in state.arrays if "." not in n}
+        if inter:
+            missing |= {f"interactions.{n}" for n in Interactions.ARRAY_NAMES} - {
+                f"interactions.{n}" for n in inter}
         if missing:
             raise ValueError(f"state lacks arrays {sorted(missing)}")
-        if inter:
-            learner.interactions.load(inter)
+        for name, array in inter.items():
+            if name not in Interactions.ARRAY_NAMES:
+                raise ValueError(f"unexpected array 'interactions.{name}' in state")
+            expand_into(getattr(learner.interactions, name), array,
+                        learner._ranges(name, interactions=True), f"interactions.{name}")
         if learner.average is not None and ema:
-            learner.average.arrays = {k: np.array(v, order="C") for k, v in ema.items()}
+            unknown = set(ema) - set(learner.PARAMETERS)
+            if unknown:
+                raise ValueError(f"state averages unknown parameters {sorted(unknown)}")
+            averaged = {}
+            for name, array in ema.items():
+                # Rows beyond the marks were never averaged: they equal the parameter's.
+                full = learner.arrays[name].copy()
+                expand_into(full, array, learner._ranges(name), f"ema.{name}")
+                averaged[name] = full
+            learner.average.arrays = averaged
         learner.n_seen = state.counters.get("n_seen", 0)
         learner.n_updates = state.counters.get("n_updates", 0)
         learner.n_skipped_nonfinite = state.counters.get("n_skipped_nonfinite", 0)
         learner._after_load()
         return learner
+
+    @staticmethod
+    def _marks(state: ModelState, learner: ArrayLearner) -> tuple[int, int]:
+        if state.format_version == 1:
+            return learner.n_users, learner.n_items  # every row was saved
+        marks = []
+        for name, size in (("used_users", learner.n_users), ("used_items", learner.n_items)):
+            if name not in state.counters:
+                raise ValueError(
+                    f"version {state.format_version} state lacks the counter {name!r}; "
+                    "it was not written by ArrayLearner.get_state"
+                )
+            mark = int(state.counters[name])
+            if not 0 <= mark <= size:
+                raise ValueError(f"state counter {name}={mark} is outside [0, {size}]")
+            marks.append(mark)
+        return marks[0], marks[1]
 
     def get_config(self) -> dict[str, Any]:
         """JSON-able constructor arguments (what ``from_config`` takes)."""
@@ -320,6 +413,24 @@ class ArrayLearner:
 
     def _parameters(self) -> dict[str, npt.NDArray[Any]]:
         return {name: self.arrays[name] for name in self.PARAMETERS}
+
+    def _advance_marks(self, users_stop: int, items_stop: int) -> None:
+        """Raise the high-water marks to cover rows below ``users_stop``/``items_stop``."""
+        self.used_users = max(self.used_users, min(users_stop, self.n_users))
+        self.used_items = max(self.used_items, min(items_stop, self.n_items))
+
+    def _ranges(self, name: str, interactions: bool = False) -> Ranges:
+        """Row ranges of array ``name`` that hold state (see :func:`kept_ranges`)."""
+        if interactions:
+            array = getattr(self.interactions, name)
+            spans = Interactions.ROW_SPANS[name]
+        else:
+            array = self.arrays[name]
+            spans = self.row_spans().get(name, ())
+        if array.ndim == 0:
+            raise ValueError(f"array {name!r} must have at least one dimension")
+        return kept_ranges(len(array), spans, (self.n_users, self.n_items),
+                           (self.used_users, self.used_items))
 
     def _rows_of(self, name: str, users: IntArray, items: IntArray) -> IntArray | None:
         """Rows of parameter ``name`` belonging to recycled users/items (for the average)."""

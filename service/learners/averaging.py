@@ -40,15 +40,29 @@ class ParameterAverage:
         self.decay = decay
         self.arrays: dict[str, npt.NDArray[Any]] = {}
 
-    def update(self, params: dict[str, npt.NDArray[Any]]) -> None:
+    def update(self, params: dict[str, npt.NDArray[Any]],
+               rows: dict[str, list[tuple[int, int]]] | None = None) -> None:
+        """One averaging step; ``rows[name]`` limits it to those ``[start, stop)`` ranges.
+
+        Rows left out keep their average exactly (the learner leaves out the rows nobody
+        used yet, so their average stays bitwise equal to their initial value and a state
+        need not save them).
+        """
         if not self.arrays:
             self.arrays = {name: p.copy() for name, p in params.items()}
             return
         d = self.decay
         for name, p in params.items():
             avg = self.arrays[name]
-            avg *= d
-            avg += (1.0 - d) * p
+            ranges = rows.get(name) if rows is not None else None
+            if ranges is None:
+                avg *= d
+                avg += (1.0 - d) * p
+                continue
+            for start, stop in ranges:
+                part = avg[start:stop]
+                part *= d
+                part += (1.0 - d) * p[start:stop]
 
     def reset_rows(self, name: str, rows: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> None:
         """Recycled rows restart from their new values instead of averaging old ones in."""

@@ -25,7 +25,9 @@ class ModelState:
 
     This is what checkpoints and snapshots store. ``arrays`` are copies, never views of
     the live parameters, so that the caller may write them in the background while the
-    learner keeps learning.
+    learner keeps learning. From ``format_version`` 2, arrays indexed by user or item rows
+    hold only the rows below the high-water marks in ``counters`` (``used_users``,
+    ``used_items``); ``from_state`` regenerates the rest from the seed.
     """
 
     model_type: str
@@ -78,7 +80,7 @@ class Learner(Protocol):
         ...
 
     def get_state(self) -> ModelState:
-        """A copy of the full state."""
+        """A copy of the state (array learners: only the user/item rows in use)."""
         ...
 
     def published_state(self) -> ModelState:

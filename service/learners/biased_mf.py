@@ -28,7 +28,9 @@ from numba import njit
 from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
+from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
@@ -294,10 +296,9 @@ class BiasedMF(ArrayLearner):
         return rng.normal(0.0, self.init_std, (rows, self.n_factors)).astype(np.float32)
 
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
-        P = self._factors(rng, self.n_users)
-        Q = self._factors(rng, self.n_items)
-        P[0] = 0.0
-        Q[0] = 0.0
+        # The factors are filled by _initialise, row by row from the seed.
+        P = np.empty((self.n_users, self.n_factors), dtype=np.float32)
+        Q = np.empty((self.n_items, self.n_factors), dtype=np.float32)
         adagrad = self.optimizer.adagrad
         return {
             "stats": new_stats(),
@@ -311,6 +312,24 @@ class BiasedMF(ArrayLearner):
             "acc_user_factors": np.zeros(P.shape if adagrad else (1, 1), dtype=np.float32),
             "acc_item_factors": np.zeros(Q.shape if adagrad else (1, 1), dtype=np.float32),
         }
+
+    def _initialise(self, users_from: int, items_from: int, rest: bool) -> None:
+        for name, stream, start in (("user_factors", STREAM_USERS, users_from),
+                                    ("item_factors", STREAM_ITEMS, items_from)):
+            table = self.arrays[name]
+            fill_init(table[start:], self.seed, stream, start, self.init_std)
+            if start == 0:
+                table[0] = 0.0  # the unknown row scores with the shared terms only
+
+    def row_spans(self) -> dict[str, tuple[RowSpan, ...]]:
+        users: tuple[RowSpan, ...] = (RowSpan("users"),)
+        items: tuple[RowSpan, ...] = (RowSpan("items"),)
+        spans = {"user_bias": users, "item_bias": items, "user_factors": users,
+                 "item_factors": items}
+        if self.optimizer.adagrad:  # otherwise the accumulators are 1-row placeholders
+            spans |= {"acc_user_bias": users, "acc_item_bias": items,
+                      "acc_user_factors": users, "acc_item_factors": items}
+        return spans
 
     def _predict(self, batch: ExampleBatch) -> FloatArray:
         a = self.arrays

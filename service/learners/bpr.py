@@ -26,8 +26,9 @@ from numba import njit
 from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
+from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
-from service.learners.rng import uniform_int
+from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
@@ -52,12 +53,11 @@ def _predict_kernel(user: IntArray, item: IntArray, bi: F32, P: F32, Q: F32,
 @njit(cache=True, fastmath=FASTMATH)
 def _learn_events(
     user: IntArray, item: IntArray, y: F32, w: F32, bi: F32, P: F32, Q: F32, abi: F32,
-    aP: F32, aQ: F32, rng: U64, lr: float, power_t: float, t0: int, adagrad: bool,
-    l2: float, l2_bias: float, clip_g: float, out: F32, tp: F32, tq: F32, tj: F32,
-    tap: F32, taq: F32, taj: F32,
+    aP: F32, aQ: F32, rng: U64, n_neg: int, lr: float, power_t: float, t0: int,
+    adagrad: bool, l2: float, l2_bias: float, clip_g: float, out: F32, tp: F32, tq: F32,
+    tj: F32, tap: F32, taq: F32, taj: F32,
 ) -> tuple[int, int]:
     k = P.shape[1]
-    n_items = Q.shape[0]
     updates = 0
     skipped = 0
     for n in range(len(user)):
@@ -70,11 +70,11 @@ def _learn_events(
         if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
             skipped += 1
             continue
-        if wn <= 0.0 or yn <= 0.0 or i == 0 or n_items < 3:
+        if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
             continue
-        j = uniform_int(rng, 1, n_items - 1)
+        j = uniform_int(rng, 1, n_neg - 1)
         if j >= i:
-            j += 1  # uniform over rows 1..n_items-1 except i
+            j += 1  # uniform over rows 1..n_neg-1 except i
         x = xi - _score(bi, P, Q, u, j)
         # d(-ln sigmoid(x))/dx = -sigmoid(-x)
         g = clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g)
@@ -137,6 +137,10 @@ class BPR(ArrayLearner):
         strategy is accepted but BPR always steps per event: its pairwise updates touch
         three rows each and gain nothing from averaging.
 
+    Negatives are drawn from the item rows in use (below the ``used_items`` high-water
+    mark, which covers the current batch): rows no item id has reached yet are not items,
+    and sampling them would waste updates and make every row of the table "used".
+
     Example
     -------
     >>> import numpy as np
@@ -192,10 +196,9 @@ class BPR(ArrayLearner):
         return rng.normal(0.0, self.init_std, (rows, self.n_factors)).astype(np.float32)
 
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
-        P = self._factors(rng, self.n_users)
-        Q = self._factors(rng, self.n_items)
-        P[0] = 0.0
-        Q[0] = 0.0
+        # The factors are filled by _initialise, row by row from the seed.
+        P = np.empty((self.n_users, self.n_factors), dtype=np.float32)
+        Q = np.empty((self.n_items, self.n_factors), dtype=np.float32)
         adagrad = self.optimizer.adagrad
         return {
             "item_bias": np.zeros(self.n_items, dtype=np.float32),
@@ -206,6 +209,23 @@ class BPR(ArrayLearner):
             "acc_item_factors": np.zeros(Q.shape if adagrad else (1, 1), dtype=np.float32),
             "sampler": np.array([rng.integers(0, 2**63 - 1)], dtype=np.uint64),
         }
+
+    def _initialise(self, users_from: int, items_from: int, rest: bool) -> None:
+        for name, stream, start in (("user_factors", STREAM_USERS, users_from),
+                                    ("item_factors", STREAM_ITEMS, items_from)):
+            table = self.arrays[name]
+            fill_init(table[start:], self.seed, stream, start, self.init_std)
+            if start == 0:
+                table[0] = 0.0
+
+    def row_spans(self) -> dict[str, tuple[RowSpan, ...]]:
+        users: tuple[RowSpan, ...] = (RowSpan("users"),)
+        items: tuple[RowSpan, ...] = (RowSpan("items"),)
+        spans = {"item_bias": items, "user_factors": users, "item_factors": items}
+        if self.optimizer.adagrad:  # otherwise the accumulators are 1-row placeholders
+            spans |= {"acc_item_bias": items, "acc_user_factors": users,
+                      "acc_item_factors": items}
+        return spans
 
     def _predict(self, batch: ExampleBatch) -> FloatArray:
         a = self.arrays
@@ -219,10 +239,14 @@ class BPR(ArrayLearner):
         o = self.optimizer
         out = np.empty(len(batch), dtype=np.float32)
         t = np.empty((6, self.n_factors), dtype=np.float32)
+        # Negatives come from rows 1..n_neg-1; a pair needs two candidates, so the range
+        # (and with it the mark) is at least rows 1 and 2.
+        self._advance_marks(0, 3)
+        n_neg = self.used_items
         updates, skipped = _learn_events(
             batch.user, batch.item, batch.y, batch.weight, a["item_bias"], a["user_factors"],
             a["item_factors"], a["acc_item_bias"], a["acc_user_factors"],
-            a["acc_item_factors"], a["sampler"], o.learning_rate, o.effective_power_t,
+            a["acc_item_factors"], a["sampler"], n_neg, o.learning_rate, o.effective_power_t,
             self.n_updates, o.adagrad, o.l2, self.l2_bias, o.clip_gradient, out,
             t[0], t[1], t[2], t[3], t[4], t[5])
         return out, int(updates), int(skipped)

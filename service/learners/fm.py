@@ -31,6 +31,7 @@ from numba import njit
 from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
+from service.learners.layout import RowSpan
 from service.learners.optim import (
     FASTMATH,
     Optimizer,
@@ -39,6 +40,7 @@ from service.learners.optim import (
     soft_threshold,
     step,
 )
+from service.learners.rng import STREAM_FEATURES, STREAM_ITEMS, STREAM_USERS, fill_init
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
@@ -347,9 +349,7 @@ class FM(ArrayLearner):
 
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
         R = self.n_rows
-        V = rng.normal(0.0, self.init_std, (R, self.n_factors)).astype(np.float32)
-        V[0] = 0.0
-        V[self.n_users] = 0.0
+        V = np.empty((R, self.n_factors), dtype=np.float32)  # filled by _initialise
         adagrad = self.optimizer.adagrad
         return {
             "bias": np.zeros(1, dtype=np.float64),
@@ -359,6 +359,28 @@ class FM(ArrayLearner):
             "acc_weights": np.zeros(R if adagrad else 1, dtype=np.float32),
             "acc_factors": np.zeros(V.shape if adagrad else (1, 1), dtype=np.float32),
         }
+
+    def _initialise(self, users_from: int, items_from: int, rest: bool) -> None:
+        V = self.arrays["factors"]
+        nu, ni = self.n_users, self.n_items
+        fill_init(V[users_from:nu], self.seed, STREAM_USERS, users_from, self.init_std)
+        fill_init(V[nu + items_from : nu + ni], self.seed, STREAM_ITEMS, items_from,
+                  self.init_std)
+        if rest:
+            fill_init(V[nu + ni :], self.seed, STREAM_FEATURES, 0, self.init_std)
+        # The unknown user and item rows are never learned and contribute nothing.
+        if users_from == 0:
+            V[0] = 0.0
+        if items_from == 0:
+            V[nu] = 0.0
+
+    def row_spans(self) -> dict[str, tuple[RowSpan, ...]]:
+        # One joint table: user rows, then item rows, then hashed features (kept whole).
+        joint: tuple[RowSpan, ...] = (RowSpan("users", 0), RowSpan("items", self.n_users))
+        spans = {"weights": joint, "factors": joint}
+        if self.optimizer.adagrad:  # otherwise the accumulators are 1-row placeholders
+            spans |= {"acc_weights": joint, "acc_factors": joint}
+        return spans
 
     def _work(self, batch: ExampleBatch) -> tuple[IntArray, F32, F32]:
         lengths = np.diff(batch.feat_indptr)

@@ -18,9 +18,13 @@ Example
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+
+from service.learners.layout import RowSpan
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -62,6 +66,14 @@ class Interactions:
     """
 
     ARRAY_NAMES = ("user_count", "item_count", "seen", "seen_pos")
+    ROW_SPANS: ClassVar[dict[str, tuple[RowSpan, ...]]] = {
+        "user_count": (RowSpan("users"),),
+        "item_count": (RowSpan("items"),),
+        # Indexed by user row; its values are item rows, which need no span.
+        "seen": (RowSpan("users"),),
+        "seen_pos": (RowSpan("users"),),
+    }
+    """Which id table indexes each array's rows (for compact state export)."""
 
     def __init__(self, n_users: int, n_items: int, per_user: int = 16) -> None:
         if per_user < 0:
@@ -97,8 +109,12 @@ class Interactions:
             counts[exclude] = -np.inf
         return top_k(counts, k)
 
-    def reset(self, users: IntArray, items: IntArray) -> None:
-        """Forget recycled rows: their history belongs to the id that was evicted."""
+    def reset(self, users: IntArray, items: IntArray, used_users: int | None = None) -> None:
+        """Forget recycled rows: their history belongs to the id that was evicted.
+
+        ``used_users`` bounds the user rows that can hold any history (the learner's
+        high-water mark), so that recycling an item scans only the rings in use.
+        """
         if len(users):
             self.user_count[users] = 0
             self.seen[users] = -1
@@ -106,23 +122,13 @@ class Interactions:
         if len(items):
             self.item_count[items] = 0
             if self.per_user:
-                # Vectorised over the whole ring table; runs only in batches that recycle
-                # item rows, which the vocabulary makes rare.
-                self.seen[np.isin(self.seen, items)] = -1
+                # Vectorised over the rings in use; runs only in batches that recycle item
+                # rows, which the vocabulary makes rare.
+                rings = self.seen[: self.n_users if used_users is None else used_users]
+                rings[np.isin(rings, items)] = -1
 
     def arrays(self) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.int32]]:
         return {name: getattr(self, name) for name in self.ARRAY_NAMES}
-
-    def load(self, arrays: dict[str, npt.NDArray[np.int64] | npt.NDArray[np.int32]]) -> None:
-        for name in self.ARRAY_NAMES:
-            current = getattr(self, name)
-            new = arrays[name]
-            if new.shape != current.shape:
-                raise ValueError(
-                    f"interaction array {name!r} has shape {new.shape}, expected "
-                    f"{current.shape}; the state was saved with other table sizes"
-                )
-            setattr(self, name, np.ascontiguousarray(new, dtype=current.dtype).copy())
 
 
 def top_k(scores: npt.NDArray[np.float64] | npt.NDArray[np.float32], k: int) -> IntArray:

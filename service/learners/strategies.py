@@ -225,6 +225,7 @@ class WindowRetrain:
             config={"window": self.window, "every": self.every, "epochs": self.epochs,
                     "inner_model_type": inner.model_type, "inner": inner.config},
             arrays=inner.arrays,
+            format_version=inner.format_version,
             counters={**inner.counters, "n_retrains": self.n_retrains},
         )
 
@@ -235,6 +236,7 @@ class WindowRetrain:
         cfg = state.config
         inner = learner_from_state(ModelState(model_type=cfg["inner_model_type"],
                                               config=cfg["inner"], arrays=state.arrays,
+                                              format_version=state.format_version,
                                               counters=dict(state.counters)))
         out = cls(inner, window=cfg["window"], every=cfg["every"], epochs=cfg["epochs"])
         out.n_retrains = state.counters.get("n_retrains", 0)
