@@ -46,6 +46,13 @@ def _run(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    import faulthandler
+    import signal
+
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how to see where a
+    # running service is stuck without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
     from service.runtime.job import Job
 
     job = Job(settings, stop_when_idle_s=args.stop_when_idle)

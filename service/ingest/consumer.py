@@ -37,9 +37,7 @@ class PollResult:
     messages: list[Message]
     errors: list[KafkaError] = field(default_factory=list)
 
-    @property
-    def broker_down(self) -> bool:
-        return any(e.code() in BROKER_DOWN for e in self.errors)
+    broker_down: bool = False
 
 
 class BatchConsumer:
@@ -72,12 +70,23 @@ class BatchConsumer:
             "auto.offset.reset": auto_offset_reset,
             "queued.max.messages.kbytes": 65536,
             "fetch.wait.max.ms": 50,
+            # Connection trouble is reported here, not as messages from consume().
+            "error_cb": self._on_error,
         }
         conf.update(extra or {})
         self.topic = topic
         self.auto_offset_reset = auto_offset_reset
         self._consumer = Consumer(conf, logger=log)
         self._assigned: list[int] = []
+        self.broker_down = False
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in BROKER_DOWN:
+            if not self.broker_down:
+                log.warning("broker unreachable: %s", error)
+            self.broker_down = True
+        else:
+            log.warning("kafka: %s", error)
 
     def partitions(self, timeout_s: float = 10.0) -> list[int]:
         """Partitions of the topic, from the broker's metadata."""
@@ -85,6 +94,17 @@ class BatchConsumer:
         if meta is None or meta.error is not None:
             raise KafkaException(meta.error if meta is not None else "topic not found")
         return sorted(meta.partitions)
+
+    def ping(self, timeout_s: float = 1.0) -> bool:
+        """True if the broker answers a real request (not cached metadata) right now."""
+        partition = self._assigned[0] if self._assigned else 0
+        try:
+            self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=timeout_s, cached=False
+            )
+        except KafkaException:
+            return False
+        return True
 
     def committed(self, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
         """Offsets committed under the group id, where there are any."""
@@ -122,7 +142,9 @@ class BatchConsumer:
                 messages.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
                 errors.append(err)
-        return PollResult(messages, errors)
+        if messages:
+            self.broker_down = False
+        return PollResult(messages, errors, self.broker_down)
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Synchronously commit ``partition -> next offset`` for this topic."""

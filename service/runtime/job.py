@@ -131,6 +131,7 @@ class Job:
         self._warm: tuple[int, int] | None = None  # checkpoint loaded while standby
         self._last_warm_at = 0.0
         self._stopping = False
+        self._last_broker_check = 0.0
         self.http = HttpEndpoint(
             settings.http.host, settings.http.port, self.metrics.registry, self.health
         )
@@ -265,9 +266,10 @@ class Job:
         if restored is None:
             self._warm = None
             return None
-        self.counters.per_partition = dict(
-            self.pipeline.extra_state.get("applied_per_partition", {})
-        )
+        self.counters.per_partition = {
+            int(p): int(n)
+            for p, n in self.pipeline.extra_state.get("applied_per_partition", {}).items()
+        }
         self._warm = restored.sequence
         log.info("loaded checkpoint %s (offsets %s)", restored.name, restored.offsets)
         return restored.sequence
@@ -334,7 +336,7 @@ class Job:
             return False
         result = self.consumer.poll(kafka.batch_size, kafka.poll_timeout_s)
         if result.broker_down and not result.messages:
-            self._set_state("waiting_for_broker", str(result.errors[0]))
+            self._check_broker_back()
         elif self.health.state != "running":
             self._set_state("running")
         for err in result.errors:
@@ -343,6 +345,19 @@ class Job:
             self._process(result.messages)
         self._maybe_checkpoint_and_publish()
         return bool(result.messages)
+
+    def _check_broker_back(self) -> None:
+        """While the broker is unreachable, say so; ask it every two seconds if it is back."""
+        if self.health.state != "waiting_for_broker":
+            self._set_state("waiting_for_broker", "the consumer lost the broker")
+        now = time.monotonic()
+        if now - self._last_broker_check < 2.0:
+            return
+        self._last_broker_check = now
+        if not self.consumer.ping(timeout_s=1.0):
+            return
+        self.consumer.broker_down = False
+        self._set_state("running")
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
@@ -452,6 +467,10 @@ class Job:
         error = self.checkpoints.poll_background()
         if error is not None:
             self.metrics.checkpoint_failures.inc()
+            # The work that checkpoint covered is still not durable: make the next one due
+            # even if no new event arrives.
+            self.counters.since_checkpoint = max(self.counters.since_checkpoint,
+                                                 self.counters.since_durable, 1)
         for result in self.publisher.results():
             self._published(result.outcome, result.error)
 
@@ -471,6 +490,8 @@ class Job:
             self._publish()
 
     def _checkpoint(self, *, wait: bool) -> None:
+        if self.checkpoints.in_flight and not wait:
+            return  # the previous one is still being written: try again next time
         started = time.perf_counter()
         self.pipeline.extra_state["applied_per_partition"] = {
             str(p): n for p, n in self.counters.per_partition.items()

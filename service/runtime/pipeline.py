@@ -7,6 +7,7 @@ apart is what lets the same pipeline run in the service, in the benchmarks and i
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Sequence
@@ -113,7 +114,8 @@ class Pipeline:
                     "adapt_remaining": self._adapt_remaining,
                     "base_optimizer": (None if self._base_optimizer is None
                                        else self._base_optimizer.to_dict()),
-                    "extra": self.extra_state,
+                    # A copy: the checkpoint is serialised later, on another thread.
+                    "extra": copy.deepcopy(self.extra_state),
                 }),
             }
         )

@@ -181,7 +181,7 @@ def assert_same_model(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Non
 
 
 def applied_per_partition(meta: dict[str, Any]) -> dict[int, int]:
-    extra = meta["pipeline"]["pipeline"]["extra"]["applied_per_partition"]
+    extra = meta["pipeline"]["extra"]["applied_per_partition"]
     return {int(p): int(n) for p, n in extra.items()}
 
 
@@ -206,7 +206,7 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_model(
     topic = unique_topic(1)
     n = 60_000
     # Slow enough that the stream is still flowing through all the kills below.
-    publisher = Publisher(kafka_bootstrap, topic, make_events(n), rate=4_000)
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n), rate=2_500)
 
     # Interrupted run: SIGKILL three times while the stream flows, restarting each time.
     storage_env, storage = storage_for(s3_endpoint, unique_prefix + "killed")
@@ -220,6 +220,7 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_model(
     try:
         for _ in range(3):
             time.sleep(rng.uniform(0.8, 2.5))
+            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
             service.kill()
             restart_at = time.monotonic()
             service = ServiceProcess(env, log).start()
@@ -227,7 +228,6 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_model(
                                lambda s=service: s.total("freshrec_events_applied_total") > 0,
                                timeout=60)
             restarts.append(time.monotonic() - restart_at)
-            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
         publisher.join(120)
         assert publisher.done.is_set() and not publisher.errors, publisher.errors
     finally:
@@ -245,8 +245,8 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_model(
                       tmp_path / "clean.log")
     clean_offsets, clean, clean_meta = newest_checkpoint(storage, clean_group, topic)
     assert clean_offsets == {0: n}
-    assert clean_meta["pipeline"]["pipeline"]["examples_trained"] == (
-        meta["pipeline"]["pipeline"]["examples_trained"])
+    assert clean_meta["pipeline"]["examples_trained"] == (
+        meta["pipeline"]["examples_trained"])
     assert_same_model(killed, clean)
 
 
@@ -256,7 +256,7 @@ def test_every_partition_applied_exactly_once_across_kills(
 ) -> None:
     topic = unique_topic(4)
     n = 40_000
-    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=6), rate=5_000)
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=6), rate=2_500)
     storage_env, storage = storage_for(s3_endpoint, unique_prefix)
     group = f"parts-{uuid.uuid4().hex[:6]}"
     env = service_env(kafka_bootstrap, topic, group, storage_env,
@@ -269,9 +269,9 @@ def test_every_partition_applied_exactly_once_across_kills(
             service.wait_until("learning", lambda s=service: s.total(
                 "freshrec_events_applied_total") > 0, timeout=60)
             time.sleep(delay)
+            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
             service.kill()
             service = ServiceProcess(env, log).start()
-            assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
         publisher.join(120)
         assert publisher.done.is_set() and not publisher.errors, publisher.errors
     finally:
@@ -322,13 +322,14 @@ def test_broker_killed_and_restarted_mid_stream(
         admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
         admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
         n = 40_000
-        publisher = Publisher(kafka.bootstrap, topic, make_events(n, seed=8), rate=8_000)
+        publisher = Publisher(kafka.bootstrap, topic, make_events(n, seed=8), rate=4_000)
         storage_env, storage = storage_for(s3_endpoint, unique_prefix)
         group = f"broker-{uuid.uuid4().hex[:6]}"
         env = service_env(kafka.bootstrap, topic, group, storage_env)
         service = ServiceProcess(env, tmp_path / "service.log").start()
         publisher.start()
-        time.sleep(1.5)
+        service.wait_until("learning", lambda: service.total(
+            "freshrec_events_applied_total") > 2000, timeout=60)
         kafka.kill()
         seen_states = set()
         outage_end = time.monotonic() + 6
