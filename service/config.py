@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,6 +59,30 @@ class Settings(BaseSettings):
     http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
     drift: DriftConfig = Field(default_factory=DriftConfig)  # type: ignore[arg-type]
     log_level: str = Field("INFO", description="Python logging level.")
+
+    @model_validator(mode="after")
+    def _tasks_agree(self) -> Settings:
+        """The labels preprocessing makes must be the ones the model learns from.
+
+        Models that only do one task pull the preprocessing task along when it was left at
+        its default; an explicit contradiction is an error that says what to change.
+        """
+        model = self.learner.model
+        implied = {"biased_mf": "regression", "ftrl": "binary", "bpr": "binary"}.get(model)
+        if implied is None and self.learner.task != "auto":
+            implied = self.learner.task  # fm / sklearn with an explicit task
+        pre = self.preprocess
+        if implied is not None and pre.task != implied:
+            if "task" in pre.model_fields_set:
+                raise ValueError(
+                    f"learner.model={model!r} learns from {implied} labels, but "
+                    f"preprocess.task={pre.task!r}: set FRESHREC_PREPROCESS__TASK={implied} "
+                    "or choose a model for that task (fm and sklearn do both)"
+                )
+            self.preprocess = pre.model_copy(update={"task": implied})
+        if model in ("fm", "sklearn") and self.learner.task == "auto":
+            self.learner = self.learner.model_copy(update={"task": self.preprocess.task})
+        return self
 
     @classmethod
     def settings_customise_sources(

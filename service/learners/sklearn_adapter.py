@@ -135,6 +135,11 @@ class SklearnSGD(ArrayLearner):
     def _load_estimator(self) -> None:
         a = self.arrays
         est = self.estimator
+        # The optimiser may have been swapped since construction (the drift reaction
+        # 'adapt' raises the learning rate for a while): the estimator follows it.
+        o = self.optimizer
+        est.set_params(alpha=o.l2, eta0=o.learning_rate, learning_rate=o.schedule,
+                       power_t=o.power_t)
         if self.task == "binary":
             est.coef_ = a["coef"].reshape(1, -1).copy()
             est.classes_ = np.array([0, 1])

@@ -162,6 +162,13 @@ class ServiceMetrics:
             ["model", "metric", "window"],
             registry=r,
         )
+        self.progressive_score = Gauge(
+            "freshrec_progressive_score",
+            "Progressive-validation score, higher is better (AUC, recall@k, NDCG@k); "
+            "window is cumulative or recent.",
+            ["model", "metric", "window"],
+            registry=r,
+        )
 
         # Snapshots.
         self.model_version = Gauge(

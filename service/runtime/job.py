@@ -435,10 +435,10 @@ class Job:
             m.event_time_lag_seconds.observe(max(0.0, lag_s))
         model = self.settings.learner.model
         for (metric, window), value in self.pipeline.evaluator.report().items():
-            if metric not in LOSSES:
-                continue  # AUC, recall and NDCG are scores (higher is better), not losses
             window_label = "cumulative" if window == "cumulative" else "recent"
-            m.progressive_loss.labels(model=model, metric=metric, window=window_label).set(value)
+            # AUC, recall and NDCG are scores (higher is better), not losses.
+            gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
+            gauge.labels(model=model, metric=metric, window=window_label).set(value)
         m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
         for d in outcome.drift:
             m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()

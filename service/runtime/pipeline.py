@@ -22,7 +22,7 @@ from service.config import Settings
 from service.drift import DriftMonitor
 from service.drift.detection import DriftDetection
 from service.drift.monitor import DriftState
-from service.evaluation import ProgressiveEvaluator
+from service.evaluation import ProgressiveEvaluator, sampled_ranks
 from service.events.decode import decode_batch
 from service.examples import ExampleBatch
 from service.learners import learner_from_state, make_learner
@@ -32,6 +32,10 @@ from service.preprocess import Preprocessor
 from service.snapshots.gate import PromotionGate
 
 log = logging.getLogger(__name__)
+
+# Progressive ranking metrics (BPR): positives ranked per batch, among how many candidates.
+RANKED_PER_BATCH = 500
+RANK_CANDIDATES = 100
 
 
 @dataclass(slots=True)
@@ -170,6 +174,8 @@ class Pipeline:
         holdout_mask = examples.holdout
         n_holdout = int(holdout_mask.sum())
         train = examples.select(~holdout_mask) if n_holdout else examples
+        if self.evaluator.task == "ranking" and len(train):
+            self._rank_positives(train)
         predictions, learn_stats = self.learner.learn(train)
         learn_seconds = time.perf_counter() - started
         if n_holdout or len(examples.recycled_users) or len(examples.recycled_items):
@@ -194,6 +200,25 @@ class Pipeline:
             stats=dict(pre.stats),
             reset_requested=reset,
         )
+
+    def _rank_positives(self, batch: ExampleBatch) -> None:
+        """Sampled rank of each positive among random items, before the model learns it.
+
+        At most ``RANKED_PER_BATCH`` positives per batch, evenly spread, so ranking costs
+        a bounded share of the batch. The candidates' RNG is seeded from the stream
+        position, so the metric is reproducible and no state is needed for it.
+        """
+        positives = np.flatnonzero(batch.y > 0)
+        if len(positives) == 0:
+            return
+        if len(positives) > RANKED_PER_BATCH:
+            positives = positives[:: len(positives) // RANKED_PER_BATCH][:RANKED_PER_BATCH]
+        learner: Any = self.learner
+        n_items = max(2, int(getattr(learner, "used_items", learner.n_items)))
+        rng = np.random.default_rng((self.settings.learner.seed, self.examples_trained))
+        ranks = sampled_ranks(learner.score_pairs, batch.user[positives],
+                              batch.item[positives], n_items, RANK_CANDIDATES, rng)
+        self.evaluator.update_ranks(ranks)
 
     def _react(self, detections: Sequence[DriftDetection], n_learned: int) -> bool:
         """Apply 'adapt' reactions here; report whether a 'reset' was asked for."""
