@@ -114,7 +114,7 @@ class PrivateKafka(_Process):
             try:
                 if admin.list_topics(timeout=2).brokers:
                     return
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:
                 pass
             time.sleep(0.5)
         raise AssertionError(f"private Kafka not ready in {timeout}s:\n{self.log_tail()}")

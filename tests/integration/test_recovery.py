@@ -189,7 +189,7 @@ def readyz_state(service: ServiceProcess) -> str:
     try:
         with urllib.request.urlopen(f"http://{service.address}/healthz", timeout=1) as r:
             return str(orjson.loads(r.read())["state"])
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "unreachable"
 
 
@@ -347,6 +347,7 @@ def test_broker_killed_and_restarted_mid_stream(
         run_to_completion(env, tmp_path / "service.log")
         offsets, _, meta = newest_checkpoint(storage, group, topic)
         assert applied_per_partition(meta) == dict(publisher.per_partition)
+        assert offsets == dict(publisher.per_partition)
         assert sum(publisher.per_partition.values()) == n
     finally:
         kafka.kill()
