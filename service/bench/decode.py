@@ -14,11 +14,18 @@ mode) with ``--users`` (a million) distinct users in chunks through decode and
 preprocessing, and prints the process RSS and the sizes of the bounded structures as it
 goes; it fails (exit status 1) if any structure exceeds its configured bound.
 
+``--state`` measures what a checkpoint costs the preprocessor: with default settings
+(capacity for about a million users, a million dedup ids, 200k pending impressions), it
+streams two impressions per user for ``--state-users`` (20 thousand and 1 million by
+default) and prints the size of ``get_state()`` and the time it takes on the main
+thread, part by part, then the time ``set_state()`` takes to restore it.
+
 Examples::
 
     freshrec bench decode                      # 200k events, about half a minute
     freshrec bench decode --mode ratings --events 1000000
     freshrec bench decode --soak               # 10M events, 1M users: a few minutes
+    freshrec bench decode --state              # 20k and 1M users: about a minute
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import gc
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,7 +43,7 @@ import numpy as np
 from service.demo.generator import StreamSpec, SyntheticStream
 from service.events.decode import decode_batch
 from service.preprocess import PreprocessConfig, Preprocessor
-from service.preprocess.hashing import hash_strings
+from service.preprocess.hashing import hash_packed
 from service.preprocess.vocabulary import Vocabulary
 
 START_MS = 1_800_000_000_000
@@ -53,8 +61,9 @@ def _messages(mode: str, n: int, users: int, items: int, seed: int,
     return out[:n]
 
 
-def _config(mode: str, users: int, items: int) -> PreprocessConfig:
+def _config(mode: str, users: int, items: int, preallocate: bool = False) -> PreprocessConfig:
     return PreprocessConfig(
+        preallocate=preallocate,
         task="binary" if mode == "behaviour" else "regression",
         user_capacity=max(1 << 10, 1 << int(np.ceil(np.log2(users + 1)))),
         item_capacity=max(1 << 10, 1 << int(np.ceil(np.log2(items + 1)))),
@@ -84,7 +93,11 @@ def throughput(args: argparse.Namespace) -> int:
     values = _messages(args.mode, args.events, args.users, args.items, args.seed)
     n = len(values)
     now = START_MS + int(n / EVENTS_PER_SECOND * 1000) + 60_000
+    # As the service runs by default: structures start small and grow by doubling (the
+    # growth is inside the timing). The last row preallocates them at their bounds, as
+    # every run did before they grew lazily.
     cfg = _config(args.mode, args.users, args.items)
+    preallocated = _config(args.mode, args.users, args.items, preallocate=True)
     batches = [values[k:k + args.batch] for k in range(0, n, args.batch)]
     mean_bytes = sum(map(len, values)) / n
 
@@ -96,7 +109,7 @@ def throughput(args: argparse.Namespace) -> int:
         seed = pre._seed["event_id"]
         for b in batches:
             d = decode_batch(b, now, cfg)
-            pre.dedup.observe(hash_strings(d.event_id, seed), d.ts_ms)
+            pre.dedup.observe(hash_packed(d.packed_ids("event_id"), seed), d.ts_ms)
 
     examples = 0
 
@@ -111,6 +124,7 @@ def throughput(args: argparse.Namespace) -> int:
     rows = [("decode", _rate(decode_only, cfg, n, args.repeat)),
             ("+dedup", _rate(with_dedup, cfg, n, args.repeat)),
             ("+encode", _rate(full, cfg, n, args.repeat))]
+    fixed = _rate(full, preallocated, n, args.repeat)
     print(f"\n{n:,} events ({args.mode}, {mean_bytes:.0f} bytes each on average), "
           f"batches of {args.batch}, task={cfg.task}, best of {args.repeat}")
     print(f"{'stage':10s} {'events/s':>12s} {'events/cpu-s':>13s} {'cpu ns/event':>13s} "
@@ -120,6 +134,8 @@ def throughput(args: argparse.Namespace) -> int:
         ns = 1e9 / cpu_rate
         print(f"{name:10s} {rate:12,.0f} {cpu_rate:13,.0f} {ns:13.0f} {ns - previous:9.0f}")
         previous = ns
+    print(f"{'prealloc.':10s} {fixed[0]:12,.0f} {fixed[1]:13,.0f} {1e9 / fixed[1]:13.0f}   (all "
+          "stages, preprocess.preallocate=true)")
     print(f"examples produced: {examples:,}")
     return 0
 
@@ -178,6 +194,54 @@ def soak(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _state_messages(users: int, start_ms: int) -> list[bytes]:
+    """Two impressions per user, back to back (the second admits the user), 1000/s."""
+    template = (b'{"schema_version":1,"event_id":"s-%d","event_type":"impression",'
+                b'"user_id":"u%d","item_id":"i%d","timestamp":%d,'
+                b'"context":{"device":"ios","position":%d}}')
+    return [template % (k, k >> 1, (k * 7919) % 10_000, start_ms + k, k % 10)
+            for k in range(2 * users)]
+
+
+def _best(run: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def state(args: argparse.Namespace) -> int:
+    print(f"{'users seen':>11s} {'in vocab':>9s} {'dedup ids':>10s} {'pending':>8s} "
+          f"{'state MiB':>10s} {'get_state ms':>13s} {'set_state ms':>13s}  per part (MiB / ms)")
+    for users in args.state_users:
+        cfg = PreprocessConfig(task="binary", allowed_lateness_ms=10 * 365 * 86_400_000)
+        pre = Preprocessor(cfg)
+        values = _state_messages(users, START_MS)
+        now = START_MS + len(values) + 60_000
+        for k in range(0, len(values), args.batch):
+            pre.transform(decode_batch(values[k:k + args.batch], now, cfg), now)
+        del values
+        seconds, (arrays, meta) = _best(pre.get_state, args.repeat)
+        size = sum(a.nbytes for a in arrays.values())
+        parts = []
+        for part in ("dedup", "users", "items", "labels"):
+            obj = getattr(pre, part)
+            part_s, (part_arrays, _) = _best(obj.get_state, args.repeat)
+            part_mb = sum(a.nbytes for a in part_arrays.values()) / 2**20
+            parts.append(f"{part} {part_mb:.1f}/{part_s * 1e3:.1f}")
+        restored = Preprocessor(cfg)
+        restore_s, _ = _best(partial(restored.set_state, arrays, meta), args.repeat)
+        print(f"{users:11,d} {len(pre.users):9,d} {len(pre.dedup):10,d} "
+              f"{pre.labels.pending:8,d} {size / 2**20:10.1f} {seconds * 1e3:13.1f} "
+              f"{restore_s * 1e3:13.1f}  {', '.join(parts)}", flush=True)
+    print("get_state runs on the main thread between batches (copies; the writing happens in "
+          "the background); set_state once, at recovery.")
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", type=int, default=None,
                         help="events to generate (default 200000; 10000000 with --soak)")
@@ -195,6 +259,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="impressions (or ratings) generated at a time in --soak mode")
     parser.add_argument("--report-every", type=int, default=500_000,
                         help="events between two lines of the --soak table")
+    parser.add_argument("--state", action="store_true",
+                        help="checkpoint mode: get_state() size and time, set_state() time")
+    parser.add_argument("--state-users", type=int, nargs="+", default=[20_000, 1_000_000],
+                        help="distinct users streamed before measuring, in --state mode")
     parser.add_argument("--seed", type=int, default=3)
 
 
@@ -206,6 +274,10 @@ def main(args: argparse.Namespace) -> int:
     for name in ("events", "users", "items", "batch", "repeat", "chunk", "report_every"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be at least 1")
+    if args.state:
+        if min(args.state_users) < 1:
+            raise SystemExit("--state-users must be at least 1")
+        return state(args)
     return soak(args) if args.soak else throughput(args)
 
 

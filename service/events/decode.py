@@ -1,10 +1,11 @@
 """Batch decoding: raw Kafka message values in, columnar accepted events and rejections out.
 
-Each message is validated once in Rust by pydantic-core (:data:`EVENT_ADAPTER`), which
-returns a plain ``dict``; everything else (id lengths, timestamps, lateness, value ranges)
-is checked for the whole batch at once with numpy and a compiled timestamp parser. Only
-messages that fail take the slow path that works out *why* they failed, so the common case
-pays nothing for good error messages.
+Messages are parsed by orjson and screened column by column (:mod:`service.events.fast`);
+the few the screen cannot vouch for are validated one by one in Rust by pydantic-core
+(:data:`EVENT_ADAPTER`), the contract's reference. Everything else (id lengths,
+timestamps, lateness, value ranges) is checked for the whole batch at once with numpy and
+a compiled timestamp parser. Only messages that fail take the slow path that works out
+*why* they failed, so the common case pays nothing for good error messages.
 
 ``decode_batch`` never raises because of its input: every message ends up either in the
 accepted columns (``DecodedBatch.index``) or in ``DecodedBatch.rejections``, never both.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import compress
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ import numpy.typing as npt
 import pydantic_core
 from pydantic import ValidationError
 
+from service.events.fast import FIELD_NAMES, PLACEHOLDER, parse_columns
+from service.events.gc_pause import gc_paused
 from service.events.model import (
     EVENT_ADAPTER,
     EVENT_TYPE_CODES,
@@ -32,6 +35,7 @@ from service.events.model import (
     SUPPORTED_SCHEMA_VERSIONS,
     EventType,
 )
+from service.events.packed import PackedStrings
 from service.events.reasons import Rejection, RejectReason
 from service.events.timestamps import format_rfc3339, parse_rfc3339
 
@@ -42,11 +46,6 @@ FeatureMap = dict[str, Any]
 _RATING = EventType.RATING.code
 _MAP_FIELDS = frozenset({"context", "user_features", "item_features"})
 _ID_FIELDS = frozenset({"event_id", "user_id", "item_id"})
-_FIELD_NAMES = (
-    "schema_version", "event_id", "event_type", "user_id", "item_id", "timestamp",
-    "value", "context", "user_features", "item_features",
-)
-_GETTERS = tuple(itemgetter(name) for name in _FIELD_NAMES)
 
 
 @dataclass(slots=True)
@@ -71,6 +70,8 @@ class DecodedBatch:
         The feature maps as sent (``None`` when absent).
     rejections
         One per refused message, in input order.
+    packed
+        The id columns already packed for compiled kernels (see :meth:`packed_ids`).
     """
 
     n_input: int
@@ -85,9 +86,18 @@ class DecodedBatch:
     user_features: list[FeatureMap | None]
     item_features: list[FeatureMap | None]
     rejections: list[Rejection] = field(default_factory=list)
+    packed: dict[str, PackedStrings] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def packed_ids(self, name: str) -> PackedStrings:
+        """Column ``name`` (``event_id``, ``user_id`` or ``item_id``) as
+        :class:`PackedStrings`: packed once while decoding, reused to hash the ids."""
+        packed = self.packed.get(name)
+        if packed is None or len(packed) != len(self.index):
+            packed = self.packed[name] = PackedStrings.from_list(getattr(self, name))
+        return packed
 
     @classmethod
     def empty(cls, n_input: int = 0, rejections: list[Rejection] | None = None) -> DecodedBatch:
@@ -160,7 +170,15 @@ def decode_batch(
         from service.preprocess.config import PreprocessConfig
 
         config = PreprocessConfig()
-    cfg = config
+    with gc_paused():
+        return _decode(values, now_ms, config, fast=True)
+
+
+def _decode(
+    values: Sequence[bytes | None], now_ms: int, cfg: PreprocessConfig, fast: bool
+) -> DecodedBatch:
+    """``fast=False`` validates every message with pydantic: the reference the fast path
+    must agree with (tests compare them)."""
     n = len(values)
     rejections: list[Rejection] = []
     oversized = _oversized(values, cfg.max_message_bytes)
@@ -169,27 +187,34 @@ def decode_batch(
         work = list(values)
         for i in oversized:
             work[i] = None  # fails validation below; reported as oversized, not tombstone
-    # Fast path: validate with map() in C and fall into Python only at a failing message.
-    # list.extend keeps what it appended before the exception, so the loop resumes there.
+    if fast:
+        cols, slow = parse_columns(work)
+    else:
+        cols = {name: [PLACEHOLDER[name]] * n for name in FIELD_NAMES}
+        slow = list(range(n))
+    # The deferred messages: pydantic validates each, exactly as the contract is written.
+    keep = np.ones(n, dtype=np.bool_)
     validate = EVENT_ADAPTER.validator.validate_json
-    dicts: list[Any] = []
-    good_runs: list[tuple[int, int]] = []  # (input position, dicts position) of each run
-    pos = 0
-    while pos < n:
-        start = len(dicts)
-        good_runs.append((pos, start))
+    for k in slow:
+        raw = values[k]
         try:
-            dicts.extend(map(validate, islice(work, pos, None)))
-            pos = n
+            event = validate(work[k])
         except Exception as exc:
-            pos += len(dicts) - start
-            rejections.append(_reject(pos, values[pos], exc, oversized, cfg.max_message_bytes))
-            pos += 1
-    good = _positions(good_runs, len(dicts))
+            rejections.append(_reject(k, raw, exc, oversized, cfg.max_message_bytes))
+            keep[k] = False
+            continue
+        for name in FIELD_NAMES:
+            cols[name][k] = event[name]
+    if len(rejections):
+        flags = keep.tolist()
+        cols = {name: list(compress(col, flags)) for name, col in cols.items()}
+        index = np.flatnonzero(keep)
+    else:
+        index = np.arange(n, dtype=np.int64)
     try:
-        batch = _columns(dicts, good, n, now_ms, cfg, rejections)
+        batch = _columns(cols, index, n, now_ms, cfg, rejections)
     except Exception as exc:  # pragma: no cover - defensive: a bug must not stop the stream
-        batch = DecodedBatch.empty(n, rejections + [_internal(i, exc) for i in good.tolist()])
+        batch = DecodedBatch.empty(n, rejections + [_internal(i, exc) for i in index.tolist()])
     batch.rejections.sort(key=_by_index)
     return batch
 
@@ -203,15 +228,6 @@ def _oversized(values: Sequence[bytes | None], max_bytes: int) -> set[int]:
         pass
     return {i for i, v in enumerate(values)
             if isinstance(v, bytes | bytearray | memoryview | str) and len(v) > max_bytes}
-
-
-def _positions(runs: list[tuple[int, int]], total: int) -> npt.NDArray[np.int64]:
-    """Input positions of the validated dicts, from the runs between failures."""
-    out = np.empty(total, dtype=np.int64)
-    for k, (first_input, first_dict) in enumerate(runs):
-        end = runs[k + 1][1] if k + 1 < len(runs) else total
-        out[first_dict:end] = np.arange(first_input, first_input + end - first_dict)
-    return out
 
 
 def _reject(
@@ -259,32 +275,33 @@ _CHECKS = (
 
 
 def _as_str(ids: list[Any]) -> list[str]:
+    if set(map(type, ids)) <= {str}:  # the common case: no integer id to convert
+        return ids
     return [x if x.__class__ is str else str(x) for x in ids]
 
 
 def _columns(
-    dicts: list[Any],
+    cols: dict[str, list[Any]],
     index: npt.NDArray[np.int64],
     n_input: int,
     now_ms: int,
     cfg: PreprocessConfig,
     rejections: list[Rejection],
 ) -> DecodedBatch:
-    m = len(dicts)
+    m = len(index)
     if m == 0:
         return DecodedBatch.empty(n_input, rejections)
-    # One C-level pass per field; zip(*rows) would be 3x slower for wide batches.
-    (version, event_id, etype, user_raw, item_raw, ts_raw, value_raw, context, user_features,
-     item_features) = (list(map(get, dicts)) for get in _GETTERS)
-    user_id = _as_str(user_raw)
-    item_id = _as_str(item_raw)
+    version, event_id, etype = cols["schema_version"], cols["event_id"], cols["event_type"]
+    ts_raw = cols["timestamp"]
+    user_id = _as_str(cols["user_id"])
+    item_id = _as_str(cols["item_id"])
     codes = np.fromiter(map(EVENT_TYPE_CODES.__getitem__, etype), dtype=np.int8, count=m)
-    value = np.array(value_raw, dtype=np.float64)  # None becomes NaN
+    value = np.array(cols["value"], dtype=np.float64)  # None becomes NaN
 
     # Timestamps: integers pass through; strings go through the compiled RFC 3339 parser.
-    text_at = [k for k, t in enumerate(ts_raw) if t.__class__ is str]
     ts_ok = np.ones(m, dtype=np.bool_)
-    if text_at:
+    if str in set(map(type, ts_raw)):
+        text_at = [k for k, t in enumerate(ts_raw) if t.__class__ is str]
         ts = np.zeros(m, dtype=np.int64)
         is_text = np.zeros(m, dtype=np.bool_)
         is_text[text_at] = True
@@ -296,15 +313,17 @@ def _columns(
     else:
         ts = np.array(ts_raw, dtype=np.int64)
 
-    id_len = {
-        name: np.fromiter(map(len, col), dtype=np.int64, count=m)
-        for name, col in (("event_id", event_id), ("user_id", user_id), ("item_id", item_id))
-    }
+    # Packed now for the lengths, and kept: preprocessing hashes the same ids.
+    packed = {name: PackedStrings.from_list(col)
+              for name, col in (("event_id", event_id), ("user_id", user_id),
+                                ("item_id", item_id))}
+    id_len = {name: p.lengths for name, p in packed.items()}
     is_rating = codes == _RATING
     has_value = ~np.isnan(value)
     masks = {
-        RejectReason.UNKNOWN_SCHEMA_VERSION: ~np.isin(
-            np.array(version, dtype=np.int64), list(SUPPORTED_SCHEMA_VERSIONS)
+        # Not through numpy: a version beyond 64 bits must be refused, not overflow.
+        RejectReason.UNKNOWN_SCHEMA_VERSION: ~np.fromiter(
+            map(SUPPORTED_SCHEMA_VERSIONS.__contains__, version), dtype=np.bool_, count=m
         ),
         RejectReason.EMPTY_ID: (id_len["event_id"] == 0)
         | (id_len["user_id"] == 0)
@@ -328,7 +347,8 @@ def _columns(
         reason = _CHECKS[code[k] - 1]
         rejections.append(
             Rejection(int(index[k]), reason,
-                      _post_detail(reason, dicts[k], ts[k], id_len, k, now_ms, cfg))
+                      _post_detail(reason, version[k], ts_raw[k], codes[k], value[k], ts[k],
+                                   id_len, k, now_ms, cfg))
         )
     batch = DecodedBatch(
         n_input=n_input,
@@ -339,10 +359,11 @@ def _columns(
         item_id=item_id,
         ts_ms=ts,
         value=value,
-        context=context,
-        user_features=user_features,
-        item_features=item_features,
+        context=cols["context"],
+        user_features=cols["user_features"],
+        item_features=cols["item_features"],
         rejections=rejections,
+        packed=packed,
     )
     if len(bad):
         keep = np.flatnonzero(code == 0)
@@ -352,7 +373,10 @@ def _columns(
 
 def _post_detail(
     reason: RejectReason,
-    event: dict[str, Any],
+    version: Any,
+    ts_text: Any,
+    code: int,
+    value: float,
     ts: int,
     id_len: dict[str, npt.NDArray[np.int64]],
     k: int,
@@ -360,7 +384,7 @@ def _post_detail(
     cfg: PreprocessConfig,
 ) -> str:
     if reason is RejectReason.UNKNOWN_SCHEMA_VERSION:
-        return _version_detail(event.get("schema_version"))
+        return _version_detail(version)
     if reason in (RejectReason.EMPTY_ID, RejectReason.ID_TOO_LONG):
         for name in ("event_id", "user_id", "item_id"):
             length = int(id_len[name][k])
@@ -370,18 +394,18 @@ def _post_detail(
                 return (f"'{name}' has {length} characters, more than {MAX_ID_LENGTH}; "
                         "send a shorter id (a hash of a long key works)")
     if reason is RejectReason.INVALID_TIMESTAMP:
-        return (f"'timestamp' {event.get('timestamp')!r:.60} is not RFC 3339; send e.g. "
+        return (f"'timestamp' {ts_text!r:.60} is not RFC 3339; send e.g. "
                 "'2026-11-27T18:00:00Z' or integer epoch milliseconds")
     if reason is RejectReason.MISSING_FIELD:
         return "'value' is required for a rating; send the rating as a number"
     if reason is RejectReason.ABSURD_NUMBER:
-        return (f"'value' {event.get('value')!r} is beyond ±{cfg.max_abs_value:g}; check "
+        return (f"'value' {float(value)!r} is beyond ±{cfg.max_abs_value:g}; check "
                 "the unit and the field")
     if reason is RejectReason.VALUE_OUT_OF_RANGE:
-        if event.get("event_type") == "rating":
-            return (f"rating {event.get('value')!r} is outside [{cfg.rating_min:g}, "
+        if code == _RATING:
+            return (f"rating {float(value)!r} is outside [{cfg.rating_min:g}, "
                     f"{cfg.rating_max:g}]; send ratings on that scale")
-        return f"'value' {event.get('value')!r} is negative; prices and dwell times are >= 0"
+        return f"'value' {float(value)!r} is negative; prices and dwell times are >= 0"
     if reason is RejectReason.TIMESTAMP_IN_FUTURE:
         return (f"event time {_when(ts)} is {(ts - now_ms) / 1000:.0f}s ahead of the "
                 f"consumer's clock (more than {cfg.max_future_skew_ms / 1000:.0f}s); send "

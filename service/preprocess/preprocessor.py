@@ -26,16 +26,17 @@ import numpy as np
 import numpy.typing as npt
 
 from service.events.decode import DecodedBatch
+from service.events.gc_pause import gc_paused
 from service.events.reasons import Rejection, RejectReason
 from service.examples import ExampleBatch
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.dedup import Deduplicator
 from service.preprocess.features import FeatureHasher
-from service.preprocess.hashing import combine_arrays, hash_strings, seed_for
+from service.preprocess.hashing import combine_arrays, hash_packed, seed_for
 from service.preprocess.labels import BinaryLabels, Labeler
-from service.preprocess.vocabulary import HashingEncoder, Vocabulary, pack_utf8
+from service.preprocess.vocabulary import HashingEncoder, Vocabulary
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 _HOLDOUT_SCALE = float(1 << 53)
 # Settings that change what a row or slot means: state saved under others is refused.
 _FINGERPRINT_FIELDS = (
@@ -120,6 +121,16 @@ class Preprocessor:
         self._seed = {name: seed_for(name, seed) for name in ("event_id", "user", "item",
                                                                 "holdout")}
         self._totals = {"events": 0, "duplicates": 0, "examples": 0}
+        if cfg.preallocate:
+            self.preallocate()
+
+    def preallocate(self) -> None:
+        """Allocate every bounded structure at its bound now, instead of growing it."""
+        self.dedup.preallocate()
+        self.labels.preallocate()
+        for encoder in (self.users, self.items):
+            if isinstance(encoder, Vocabulary):
+                encoder.preallocate()
 
     @staticmethod
     def _encoder(name: str, cfg: PreprocessConfig) -> Vocabulary | HashingEncoder:
@@ -142,7 +153,11 @@ class Preprocessor:
         (``late_clicks``, ``pending_evicted``...).
         """
         del now_ms  # windows run on event time, so replays give the same examples
-        eid_key = hash_strings(decoded.event_id, self._seed["event_id"])
+        with gc_paused():
+            return self._transform(decoded)
+
+    def _transform(self, decoded: DecodedBatch) -> PreprocessResult:
+        eid_key = hash_packed(decoded.packed_ids("event_id"), self._seed["event_id"])
         dup = self.dedup.observe(eid_key, decoded.ts_ms)
         n_dup = int(dup.sum())
         rejections = []
@@ -156,8 +171,10 @@ class Preprocessor:
         sel = np.flatnonzero(~dup & self.labels.relevant(codes))
         codes, ts = codes[sel], decoded.ts_ms[sel]
         user_ids, item_ids = _pick(decoded.user_id, sel), _pick(decoded.item_id, sel)
-        user_key = hash_strings(user_ids, self._seed["user"])
-        item_key = hash_strings(item_ids, self._seed["item"])
+        # Hashing every accepted id and keeping the selected ones is cheaper than packing
+        # the selection again: the decoder packed them already.
+        user_key = hash_packed(decoded.packed_ids("user_id"), self._seed["user"])[sel]
+        item_key = hash_packed(decoded.packed_ids("item_id"), self._seed["item"])[sel]
         holdout = (eid_key[sel] >> np.uint64(11)).astype(np.float64) < (
             self.config.holdout_fraction * _HOLDOUT_SCALE
         )
@@ -258,7 +275,7 @@ class Preprocessor:
         arrays: dict[str, npt.NDArray[Any]] = {}
         for side, encoder in (("user", self.users), ("item", self.items)):
             if isinstance(encoder, Vocabulary):
-                utf8, offsets = pack_utf8(encoder.row_ids())
+                utf8, offsets = encoder.packed_row_ids()
                 arrays[f"{side}_ids_utf8"], arrays[f"{side}_ids_offsets"] = utf8, offsets
                 encoding[side] = {"kind": "vocabulary", "utf8": f"{side}_ids_utf8",
                                   "offsets": f"{side}_ids_offsets"}
@@ -297,7 +314,8 @@ class Preprocessor:
         """Restore :meth:`get_state`'s output; refuses state saved under other settings."""
         if meta.get("format") != STATE_FORMAT:
             raise ValueError(
-                f"preprocessor state format {meta.get('format')!r} is not {STATE_FORMAT}"
+                f"preprocessor state format {meta.get('format')!r} is not {STATE_FORMAT}: "
+                "the checkpoint was written by another version of freshrec; start without it"
             )
         saved, current = meta.get("config", {}), self._fingerprint()
         changed = sorted(k for k in current if saved.get(k) != current[k])
@@ -318,3 +336,5 @@ class Preprocessor:
             part_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
             part.set_state(part_arrays, meta[name])
         self._totals = {k: int(v) for k, v in meta.get("totals", {}).items()}
+        if self.config.preallocate:  # restored at the size of the state: grow back
+            self.preallocate()

@@ -9,6 +9,10 @@ so the table never degrades however many keys come and go.
 
 Key 0 marks an empty slot: callers map a key that hashes to 0 to 1 with :func:`nonzero`.
 
+Tables start small and double (:func:`reserve`) as keys arrive, so memory follows the keys
+actually held, up to the structure's configured bound; a rehash costs O(keys) and happens
+O(log keys) times, so it is amortised to a few nanoseconds per insertion.
+
 References
 ----------
 Knuth. The Art of Computer Programming, vol. 3, §6.4, Algorithm R (deletion with linear
@@ -34,10 +38,43 @@ def table_size(capacity: int) -> int:
 def new_table(capacity: int) -> Table:
     """An empty table for ``capacity`` keys: column 0 holds keys, column 1 values.
 
-    Written, not just allocated: ``np.zeros`` maps pages lazily, and a first touch in the
-    hot loop costs a page fault (tens of microseconds in a VM) per 4 KiB.
+    ``np.zeros``: the OS hands out zeroed pages as they are first touched, so a large table
+    costs memory only where keys land (and each page fault is paid once).
     """
-    return np.full((table_size(capacity), 2), 0, dtype=np.uint64)
+    return np.zeros((table_size(capacity), 2), dtype=np.uint64)
+
+
+def prefault(array: npt.NDArray[Any]) -> None:
+    """Make the OS back every page of ``array`` now (one write per page, values kept), so
+    that the hot loop never pays a first-touch page fault."""
+    flat = array.reshape(-1).view(np.uint8)
+    flat[::4096] = flat[::4096].copy()
+
+
+@njit(cache=True)
+def _rehash(old: Table, new: Table) -> None:
+    for i in range(len(old)):
+        if old[i, 0] != np.uint64(0):
+            insert(new, old[i, 0], old[i, 1])
+
+
+def reserve(table: Table, keys: int) -> Table:
+    """``table`` if it can hold ``keys`` keys, else a copy at least twice as large.
+
+    Example
+    -------
+    >>> t = new_table(4)
+    >>> insert(t, np.uint64(7), 3)
+    >>> bigger = reserve(t, 100)
+    >>> len(bigger) >= table_size(100), value_at(bigger, find(bigger, np.uint64(7)))
+    (True, 3)
+    """
+    size = table_size(keys)
+    if len(table) >= size:
+        return table
+    new = np.zeros((max(size, 2 * len(table)), 2), dtype=np.uint64)
+    _rehash(table, new)
+    return new
 
 
 @njit(cache=True, inline="always")

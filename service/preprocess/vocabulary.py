@@ -51,12 +51,26 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from service.preprocess.table import Table, find, insert, new_table, nonzero, remove, value_at
+from service.preprocess.table import (
+    Table,
+    find,
+    insert,
+    new_table,
+    nonzero,
+    prefault,
+    remove,
+    reserve,
+    value_at,
+)
 
 _WAYS = 4
 _INT64_MIN = np.iinfo(np.int64).min
-# meta slots
-_SIZE, _WATERMARK, _FREE_TOP, _ADMITTED, _EVICTED, _RECYCLED, _FULL = range(7)
+_INITIAL_ROWS = 1024  # rows allocated before the first doubling
+# meta slots. HIGH: the highest row ever handed out. Rows above it are fresh; every row at
+# or below it is either owned (in the queue) or in the freed stack.
+_SIZE, _WATERMARK, _FREED_TOP, _ADMITTED, _EVICTED, _RECYCLED, _FULL, _HIGH = range(8)
+_COUNTERS = {"admitted": _ADMITTED, "evicted": _EVICTED, "recycled": _RECYCLED,
+             "full": _FULL}
 
 
 @njit(cache=True, inline="always")
@@ -83,7 +97,7 @@ def _evict_expired(
     row_seen: npt.NDArray[np.int64],
     prev: npt.NDArray[np.int64],
     nxt: npt.NDArray[np.int64],
-    free: npt.NDArray[np.int64],
+    freed: npt.NDArray[np.int64],
     table: Table,
     meta: npt.NDArray[np.int64],
 ) -> None:
@@ -100,8 +114,8 @@ def _evict_expired(
         _unlink(prev, nxt, r)
         remove(table, row_key[r])
         row_key[r] = 0
-        free[meta[_FREE_TOP]] = r
-        meta[_FREE_TOP] += 1
+        freed[meta[_FREED_TOP]] = r
+        meta[_FREED_TOP] += 1
         meta[_SIZE] -= 1
         meta[_EVICTED] += 1
 
@@ -110,21 +124,22 @@ def _evict_expired(
 def _encode(
     keys: npt.NDArray[np.uint64],
     ts: npt.NDArray[np.int64],
+    capacity: int,
     admit_after: int,
     evict_after_ms: int,
     granularity: int,
     row_key: npt.NDArray[np.uint64],
     row_seen: npt.NDArray[np.int64],
-    row_owned: npt.NDArray[np.bool_],
     prev: npt.NDArray[np.int64],
     nxt: npt.NDArray[np.int64],
-    free: npt.NDArray[np.int64],
+    freed: npt.NDArray[np.int64],
     table: Table,
     cand_key: npt.NDArray[np.uint64],
     cand_count: npt.NDArray[np.int64],
     cand_seen: npt.NDArray[np.int64],
     meta: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    # The caller sized the row arrays for every admission this batch could make.
     n = len(keys)
     rows = np.zeros(n, dtype=np.int64)
     recycled = np.empty(n, dtype=np.int64)
@@ -132,6 +147,7 @@ def _encode(
     admitted = np.empty(n, dtype=np.int64)
     n_admitted = 0
     n_buckets = len(cand_key) // 4
+    last = capacity - 1
     for i in range(n):
         key = nonzero(keys[i])
         t = ts[i]
@@ -175,24 +191,26 @@ def _encode(
                 cand_seen[way] = t
             if cand_count[way] < admit_after:
                 continue  # row 0 until admitted
-        # Admit: a free row, else the least recently seen one if it has aged out.
-        if meta[_FREE_TOP] == 0:
+        # Admit: a freed row, else a fresh one, else the least recently seen if aged out.
+        if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
             _evict_expired(meta[_WATERMARK] - evict_after_ms, row_key, row_seen, prev, nxt,
-                           free, table, meta)
-        if meta[_FREE_TOP] == 0:
+                           freed, table, meta)
+        if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
             meta[_FULL] += 1
             continue  # vocabulary full: stays on row 0, and keeps its count for later
         if admit_after > 1:
             cand_key[way] = 0
             cand_count[way] = 0
             cand_seen[way] = 0
-        meta[_FREE_TOP] -= 1
-        r = free[meta[_FREE_TOP]]
-        if row_owned[r]:
-            recycled[n_recycled] = r
+        if meta[_FREED_TOP] > 0:
+            meta[_FREED_TOP] -= 1
+            r = freed[meta[_FREED_TOP]]
+            recycled[n_recycled] = r  # it had an owner before: the learner must reset it
             n_recycled += 1
             meta[_RECYCLED] += 1
-        row_owned[r] = True
+        else:
+            meta[_HIGH] += 1
+            r = meta[_HIGH]
         row_key[r] = key
         row_seen[r, 0] = t
         row_seen[r, 1] = t
@@ -207,17 +225,45 @@ def _encode(
 
 
 @njit(cache=True)
-def _rebuild(
-    row_key: npt.NDArray[np.uint64],
-    table: Table,
-) -> None:
+def _queue(nxt: npt.NDArray[np.int64], size: int) -> npt.NDArray[np.int64]:
+    """Owned rows, least recently queued first."""
+    out = np.empty(size, dtype=np.int64)
+    r = nxt[0]
+    for k in range(size):
+        out[k] = r
+        r = nxt[r]
+    return out
+
+
+@njit(cache=True)
+def _rebuild(row_key: npt.NDArray[np.uint64], table: Table) -> None:
     for r in range(1, len(row_key)):
         if row_key[r] != np.uint64(0):
             insert(table, row_key[r], r)
 
 
+@njit(cache=True)
+def _gather_bytes(
+    arena: npt.NDArray[np.uint8],
+    start: npt.NDArray[np.int64],
+    length: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The byte strings ``arena[start[k]:start[k] + length[k]]`` end to end, and offsets."""
+    offsets = np.zeros(len(start) + 1, dtype=np.int64)
+    for k in range(len(start)):
+        offsets[k + 1] = offsets[k] + length[k]
+    out = np.empty(offsets[-1], dtype=np.uint8)
+    for k in range(len(start)):
+        out[offsets[k]:offsets[k + 1]] = arena[start[k]:start[k] + length[k]]
+    return out, offsets
+
+
 class Vocabulary:
     """A bounded id → row map with frequency admission, age eviction and row recycling.
+
+    Row arrays and the lookup table start small and double as rows are handed out, up to
+    ``capacity``; :meth:`get_state` exports only owned rows, freed rows and counted
+    candidates, so a checkpoint is proportional to the ids present, not to the capacity.
 
     Parameters
     ----------
@@ -249,23 +295,49 @@ class Vocabulary:
         self.evict_after_ms = evict_after_ms
         slots = capacity if candidate_slots is None else candidate_slots
         n_cand = max(_WAYS, -(-slots // _WAYS) * _WAYS) if admit_after > 1 else _WAYS
-        # np.full rather than np.zeros: pages are touched now, not in the hot loop.
-        self._row_key = np.full(capacity, 0, dtype=np.uint64)
+        # The candidate buckets are addressed modulo their number, so their size is fixed;
+        # np.zeros lets the OS commit their pages only as ids land in them.
+        self._cand_key = np.zeros(n_cand, dtype=np.uint64)
+        self._cand_count = np.zeros(n_cand, dtype=np.int64)
+        self._cand_seen = np.zeros(n_cand, dtype=np.int64)
+        self._meta = np.array([0, _INT64_MIN, 0, 0, 0, 0, 0, 0], dtype=np.int64)
+        self._allocate(min(capacity, _INITIAL_ROWS))
+        # Original ids by row, for serving: UTF-8 in an append-only arena, compacted when
+        # half of it belongs to ids that lost their row. Written only on admission (rare).
+        self._arena = np.zeros(0, dtype=np.uint8)
+        self._arena_used = 0
+
+    def _allocate(self, rows: int) -> None:
+        self._row_key = np.zeros(rows, dtype=np.uint64)
         # [last seen, last queued]: event times; the queue is ordered by the second.
-        self._row_seen = np.full((capacity, 2), 0, dtype=np.int64)
-        self._row_owned = np.full(capacity, 0, dtype=np.bool_)
-        self._prev = np.full(capacity, 0, dtype=np.int64)
-        self._next = np.full(capacity, 0, dtype=np.int64)
-        # Free rows as a stack, popped from the end: rows 1, 2, 3... are used in order.
-        self._free = np.zeros(capacity, dtype=np.int64)
-        self._free[: capacity - 1] = np.arange(capacity - 1, 0, -1)
-        self._table = new_table(capacity)
-        self._cand_key = np.full(n_cand, 0, dtype=np.uint64)
-        self._cand_count = np.full(n_cand, 0, dtype=np.int64)
-        self._cand_seen = np.full(n_cand, 0, dtype=np.int64)
-        self._meta = np.array([0, _INT64_MIN, capacity - 1, 0, 0, 0, 0], dtype=np.int64)
-        # Original ids by row, for serving; only written when a row is admitted (rare).
-        self._row_ids: list[str] = [""] * capacity
+        self._row_seen = np.zeros((rows, 2), dtype=np.int64)
+        self._prev = np.zeros(rows, dtype=np.int64)
+        self._next = np.zeros(rows, dtype=np.int64)
+        self._freed = np.zeros(rows, dtype=np.int64)  # a stack: rows given back, to reuse
+        self._id_start = np.zeros(rows, dtype=np.int64)
+        self._id_len = np.zeros(rows, dtype=np.int64)
+        self._table = new_table(min(rows, _INITIAL_ROWS))
+
+    def _grow(self, rows: int) -> None:
+        """Make room for rows ``[0, rows)`` (by doubling, at most ``capacity``)."""
+        have = len(self._row_key)
+        if rows <= have:
+            return
+        size = min(self.capacity, max(rows, 2 * have))
+        for name in ("_row_key", "_row_seen", "_prev", "_next", "_freed", "_id_start",
+                     "_id_len"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            new[:have] = old
+            setattr(self, name, new)
+
+    def preallocate(self) -> None:
+        """Grow to ``capacity`` rows now and fault every page in (see ``preallocate``)."""
+        self._grow(self.capacity)
+        self._table = reserve(self._table, self.capacity)
+        for name in ("_row_key", "_row_seen", "_prev", "_next", "_freed", "_id_start",
+                     "_id_len", "_table", "_cand_key", "_cand_count", "_cand_seen"):
+            prefault(getattr(self, name))
 
     def __len__(self) -> int:
         """Ids that own a row now."""
@@ -273,13 +345,15 @@ class Vocabulary:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays().values()) + self._table.nbytes
+        """Bytes allocated now (grows with the rows handed out, up to the capacity)."""
+        return sum(a.nbytes for a in (
+            self._row_key, self._row_seen, self._prev, self._next, self._freed,
+            self._id_start, self._id_len, self._table, self._cand_key, self._cand_count,
+            self._cand_seen, self._arena, self._meta))
 
     def counters(self) -> dict[str, int]:
         """Totals since creation: admitted, evicted, recycled, full (admissions refused)."""
-        m = self._meta
-        return {"admitted": int(m[_ADMITTED]), "evicted": int(m[_EVICTED]),
-                "recycled": int(m[_RECYCLED]), "full": int(m[_FULL])}
+        return {name: int(self._meta[k]) for name, k in _COUNTERS.items()}
 
     def encode(
         self,
@@ -292,54 +366,113 @@ class Vocabulary:
         ``ids`` (the original strings of ``keys``) are remembered for the rows they are
         admitted to, so that :meth:`row_ids` can map rows back to ids for serving.
         """
+        self._grow(min(self.capacity, int(self._meta[_HIGH]) + 1 + len(keys)))
+        self._table = reserve(self._table, min(self.capacity, len(self) + len(keys)))
         rows, recycled, admitted = _encode(
             np.ascontiguousarray(keys, dtype=np.uint64),
             np.ascontiguousarray(ts_ms, dtype=np.int64),
-            self.admit_after, self.evict_after_ms, max(1, self.evict_after_ms // 64),
-            self._row_key, self._row_seen, self._row_owned, self._prev, self._next,
-            self._free, self._table,
+            self.capacity, self.admit_after, self.evict_after_ms,
+            max(1, self.evict_after_ms // 64),
+            self._row_key, self._row_seen, self._prev, self._next,
+            self._freed, self._table,
             self._cand_key, self._cand_count, self._cand_seen, self._meta,
         )
-        if ids is not None:
-            names = self._row_ids
-            for position, row in zip(admitted.tolist(), rows[admitted].tolist(), strict=True):
-                names[row] = ids[position]
+        if len(admitted):
+            self._remember_ids(rows[admitted], admitted, ids)
         if len(recycled) > 1:
             recycled = np.unique(recycled)
         return rows, recycled
 
+    def _remember_ids(
+        self, rows: npt.NDArray[np.int64], positions: npt.NDArray[np.int64],
+        ids: Sequence[str] | None,
+    ) -> None:
+        # Until written below, these rows still point at their previous owner's bytes,
+        # which a compaction may already have dropped: forget them first.
+        self._id_len[rows] = 0
+        if ids is None:
+            return
+        utf8, offsets = pack_utf8([ids[p] for p in positions.tolist()])
+        if self._arena_used + len(utf8) > len(self._arena):
+            self._compact_ids(len(utf8))
+        start = self._arena_used
+        self._arena[start:start + len(utf8)] = utf8
+        # A row admitted twice in one batch keeps its last id: numpy assigns in order.
+        self._id_start[rows] = start + offsets[:-1]
+        self._id_len[rows] = np.diff(offsets)
+        self._arena_used += len(utf8)
+
+    def _compact_ids(self, incoming: int) -> None:
+        """Drop the bytes of ids that lost their row; grow by doubling if still short."""
+        owned = self._queue_rows()
+        live, offsets = _gather_bytes(self._arena, self._id_start[owned], self._id_len[owned])
+        size = max(len(self._arena), 4096)
+        while len(live) + incoming > size // 2:
+            size *= 2
+        self._arena = np.zeros(size, dtype=np.uint8)
+        self._arena[: len(live)] = live
+        self._id_start[owned] = offsets[:-1]
+        self._arena_used = len(live)
+
+    def _queue_rows(self) -> npt.NDArray[np.int64]:
+        return _queue(self._next, len(self))  # type: ignore[no-any-return]
+
+    def packed_row_ids(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        """:meth:`row_ids` as UTF-8 bytes plus ``capacity + 1`` offsets, without a Python
+        string per row."""
+        start = np.zeros(self.capacity, dtype=np.int64)
+        length = np.zeros(self.capacity, dtype=np.int64)
+        owned = self._queue_rows()
+        start[owned], length[owned] = self._id_start[owned], self._id_len[owned]
+        return _gather_bytes(self._arena, start, length)  # type: ignore[no-any-return]
+
     def row_ids(self) -> list[str]:
         """The original id owning each row now (``""`` for row 0, free rows and rows whose
         id was not given to :meth:`encode`)."""
-        free = self._row_key == 0
-        return ["" if f else name for f, name in zip(free.tolist(), self._row_ids, strict=True)]
+        return unpack_utf8(*self.packed_row_ids())
 
     def evict_expired(self) -> int:
         """Give back the rows of ids unseen for ``evict_after_ms``; returns how many."""
         before = int(self._meta[_EVICTED])
         if self._meta[_WATERMARK] != _INT64_MIN:
             _evict_expired(int(self._meta[_WATERMARK]) - self.evict_after_ms, self._row_key,
-                           self._row_seen, self._prev, self._next, self._free,
+                           self._row_seen, self._prev, self._next, self._freed,
                            self._table, self._meta)
         return int(self._meta[_EVICTED]) - before
 
     def owner(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
         """The key owning each row now (0 for a free row or row 0)."""
-        return self._row_key[rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=np.uint64)
+        inside = rows < len(self._row_key)  # rows never handed out have no owner
+        out[inside] = self._row_key[rows[inside]]
+        return out
 
-    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
-        return {
-            "row_key": self._row_key, "row_seen": self._row_seen, "row_owned": self._row_owned,
-            "prev": self._prev, "next": self._next, "free": self._free,
-            "cand_key": self._cand_key, "cand_count": self._cand_count,
-            "cand_seen": self._cand_seen, "meta": self._meta,
-        }
+    # -- state ----------------------------------------------------------------------------
+
+    _ROW_ARRAYS = ("_row_key", "_row_seen", "_prev", "_next", "_id_start", "_id_len")
 
     def get_state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        """Copies of the row and candidate arrays (the lookup table is rebuilt on load)."""
-        arrays = {k: v.copy() for k, v in self._arrays().items()}
-        arrays["ids_utf8"], arrays["ids_offsets"] = pack_utf8(self._row_ids)
-        return arrays, {"capacity": self.capacity, "candidate_slots": len(self._cand_key)}
+        """The rows handed out so far, freed rows, counted candidates and the owners' ids.
+
+        Rows ``[0, high]`` are copied as contiguous slices (memcpy speed, about 56 bytes a
+        row plus the ids' UTF-8), never the unused capacity above them; candidates being
+        counted are gathered (24 bytes each). The lookup table is rebuilt on load.
+        """
+        rows = int(self._meta[_HIGH]) + 1
+        arrays = {name.lstrip("_"): getattr(self, name)[:rows].copy()
+                  for name in self._ROW_ARRAYS}
+        cand = np.flatnonzero(self._cand_key)
+        arrays |= {
+            "freed": self._freed[: int(self._meta[_FREED_TOP])].copy(),
+            "cand_slot": cand, "cand_key": self._cand_key[cand],
+            "cand_count": self._cand_count[cand], "cand_seen": self._cand_seen[cand],
+            "ids_utf8": self._arena[: self._arena_used].copy(),
+        }
+        meta = {"capacity": self.capacity, "candidate_slots": len(self._cand_key),
+                "size": len(self), "watermark": int(self._meta[_WATERMARK]),
+                "high": rows - 1, "counters": self.counters()}
+        return arrays, meta
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         if meta.get("capacity") != self.capacity or meta.get("candidate_slots") != len(
@@ -350,18 +483,35 @@ class Vocabulary:
                 f"{meta.get('candidate_slots')} candidate slots, this one has {self.capacity} "
                 f"and {len(self._cand_key)}: restore with the same capacity settings"
             )
-        for name, target in self._arrays().items():
-            source = np.asarray(arrays[name])
-            if source.shape != target.shape:
-                raise ValueError(f"vocabulary array {name!r} has shape {source.shape}, "
-                                 f"expected {target.shape}")
-            target[...] = source
-        self._table[:] = 0
-        _rebuild(self._row_key, self._table)
-        if "ids_utf8" in arrays:
-            self._row_ids = unpack_utf8(arrays["ids_utf8"], arrays["ids_offsets"])
-            if len(self._row_ids) != self.capacity:
-                raise ValueError("vocabulary ids do not match the capacity")
+        rows = int(meta["high"]) + 1
+        freed = np.asarray(arrays["freed"], dtype=np.int64)
+        row_key = np.asarray(arrays["row_key"], dtype=np.uint64)
+        if rows > self.capacity or len(row_key) != rows or (
+            int(np.count_nonzero(row_key[1:])) + len(freed) != rows - 1
+        ):
+            raise ValueError("vocabulary state is inconsistent: every row handed out must be "
+                             "owned or freed; start without the checkpoint")
+        self._allocate(min(self.capacity, max(rows, _INITIAL_ROWS)))
+        for name in self._ROW_ARRAYS:
+            getattr(self, name)[:rows] = arrays[name.lstrip("_")]
+        self._freed[: len(freed)] = freed
+        self._table = reserve(self._table, int(meta["size"]))
+        _rebuild(self._row_key[:rows], self._table)
+        for target in (self._cand_key, self._cand_count, self._cand_seen):
+            target[:] = 0
+        cand = np.asarray(arrays["cand_slot"], dtype=np.int64)
+        self._cand_key[cand] = arrays["cand_key"]
+        self._cand_count[cand] = arrays["cand_count"]
+        self._cand_seen[cand] = arrays["cand_seen"]
+        self._meta[:] = 0
+        self._meta[_SIZE], self._meta[_FREED_TOP] = int(meta["size"]), len(freed)
+        self._meta[_WATERMARK], self._meta[_HIGH] = int(meta["watermark"]), rows - 1
+        for name, slot in _COUNTERS.items():
+            self._meta[slot] = int(meta["counters"][name])
+        utf8 = np.asarray(arrays["ids_utf8"], dtype=np.uint8)
+        self._arena = np.zeros(max(4096, 2 * len(utf8)), dtype=np.uint8)
+        self._arena[: len(utf8)] = utf8
+        self._arena_used = len(utf8)
 
 
 def pack_utf8(strings: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:

@@ -81,12 +81,30 @@ def test_disabled_window_flags_nothing() -> None:
     assert not d.observe(np.array([1, 1, 1], dtype=np.uint64), np.zeros(3, np.int64)).any()
 
 
-def test_memory_is_fixed_by_the_window() -> None:
-    d = Deduplicator(1000, 0)
-    before = d.nbytes
+def test_memory_grows_with_the_ids_and_stops_at_the_window() -> None:
+    d = Deduplicator(100_000, 0)
+    empty = d.nbytes
+    assert empty < 100_000 * 8  # not the whole window up front
     rng = np.random.default_rng(0)
-    d.observe(rng.integers(1, 2**63, 50_000).astype(np.uint64), np.arange(50_000))
-    assert len(d) == 1000 and d.nbytes == before
+    keys = rng.integers(1, 2**63, 300_000).astype(np.uint64)
+    sizes = []
+    for start in range(0, len(keys), 20_000):
+        d.observe(keys[start:start + 20_000], np.arange(start, start + 20_000))
+        sizes.append(d.nbytes)
+    assert len(d) == 100_000
+    # Bounded by the window (ring 16 bytes an id, table at most 4 x 16 bytes an id)...
+    assert max(sizes) <= 100_000 * 16 + 4 * 100_000 * 16
+    # ...and once the window is full, it no longer grows.
+    assert sizes[-1] == sizes[len(sizes) // 2] and sizes[0] < sizes[-1]
+
+
+def test_state_holds_only_the_live_ids() -> None:
+    d = Deduplicator(100_000, window_ms=10)
+    d.observe(np.arange(1, 501, dtype=np.uint64), np.arange(500))
+    arrays, meta = d.get_state()
+    # Ids more than 10 ms behind the newest (499) were forgotten: 489..499 remain.
+    assert arrays["keys"].tolist() == list(range(490, 501))
+    assert arrays["ts"].tolist() == list(range(489, 500)) and meta["watermark"] == 499
 
 
 def test_restoring_into_a_smaller_window_is_refused() -> None:

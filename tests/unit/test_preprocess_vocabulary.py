@@ -109,3 +109,34 @@ def test_hashing_encoder_stays_in_its_rows() -> None:
     rows, recycled = HashingEncoder(bits=6).encode(keys)
     assert rows.min() >= 1 and rows.max() < 64 and len(recycled) == 0
     assert len(np.unique(rows)) == 63
+
+
+def test_row_ids_follow_recycling_through_compactions_and_restores() -> None:
+    v = Vocabulary(capacity=50, admit_after=1, evict_after_ms=10)
+    expected: dict[int, str] = {}
+    for step in range(200):  # 25 new ids per step: rows are recycled over and over
+        names = [f"id-{step}-{k}-" + "é" * (k % 5) for k in range(25)]
+        keys = np.array([hash(n) % 2**62 + 1 for n in names], dtype=np.uint64)
+        rows, _ = v.encode(keys, np.full(25, step * 100, dtype=np.int64), names)
+        expected |= {r: n for r, n in zip(rows.tolist(), names, strict=True) if r}
+        v.evict_expired()
+        if step % 50 == 49:
+            restored = Vocabulary(capacity=50, admit_after=1, evict_after_ms=10)
+            restored.set_state(*v.get_state())
+            v = restored
+    owned = set(v._queue_rows().tolist())
+    assert v.counters()["recycled"] > 1000 and owned
+    ids = v.row_ids()
+    assert len(ids) == 50 and ids[0] == ""
+    assert all(ids[r] == (expected[r] if r in owned else "") for r in range(1, 50))
+    # The id arena was compacted along the way: it holds about the live ids, not 5000.
+    assert v.nbytes < 40_000
+
+
+def test_memory_and_state_follow_the_rows_in_use() -> None:
+    v = Vocabulary(capacity=1 << 20, admit_after=1)
+    assert v.nbytes < 30 * 2**20  # candidates are lazily committed; rows start small
+    v.encode(np.arange(1, 1001, dtype=np.uint64), np.zeros(1000, dtype=np.int64))
+    arrays, meta = v.get_state()
+    assert meta["high"] == 1000 and len(arrays["row_key"]) == 1001
+    assert sum(a.nbytes for a in arrays.values()) < 1001 * 64
