@@ -7,16 +7,40 @@ scikit-learn baseline :class:`SklearnSGD`. Update strategies: :class:`PerEvent`,
 restore them with :func:`learner_from_state`.
 """
 
-from service.learners.base import Learner, LearnStats, ModelState
-from service.learners.biased_mf import BiasedMF
-from service.learners.bpr import BPR
-from service.learners.config import LearnerConfig
-from service.learners.fm import FM
-from service.learners.ftrl import FTRL
-from service.learners.optim import Optimizer
-from service.learners.registry import MODELS, learner_from_state, make_learner
-from service.learners.sklearn_adapter import SklearnSGD
-from service.learners.strategies import MicroBatch, PerEvent, WindowRetrain
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.learners.base import Learner, LearnStats, ModelState
+    from service.learners.biased_mf import BiasedMF
+    from service.learners.bpr import BPR
+    from service.learners.config import LearnerConfig
+    from service.learners.fm import FM
+    from service.learners.ftrl import FTRL
+    from service.learners.optim import Optimizer
+    from service.learners.registry import MODELS, learner_from_state, make_learner
+    from service.learners.sklearn_adapter import SklearnSGD
+    from service.learners.strategies import MicroBatch, PerEvent, WindowRetrain
+
+# Imported on first use: the models pull in numba and scikit-learn, which settings, the
+# CLI's --help and the serving client's import path should not pay for.
+_WHERE = {
+    "Learner": "base", "LearnStats": "base", "ModelState": "base",
+    "BiasedMF": "biased_mf", "BPR": "bpr", "LearnerConfig": "config", "FM": "fm",
+    "FTRL": "ftrl", "Optimizer": "optim", "MODELS": "registry",
+    "learner_from_state": "registry", "make_learner": "registry",
+    "SklearnSGD": "sklearn_adapter", "MicroBatch": "strategies", "PerEvent": "strategies",
+    "WindowRetrain": "strategies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"service.learners.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'service.learners' has no attribute {name!r}")
+
 
 __all__ = [
     "BPR",
