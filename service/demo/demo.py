@@ -139,7 +139,15 @@ def run_demo(
         except subprocess.TimeoutExpired:
             service.kill()
     say("")
-    say(f"Snapshots:   {storage_url}/models/demo/  (freshrec snapshots list --url {storage_url})")
+    if start_stack:
+        creds = ("FRESHREC_STORAGE__ACCESS_KEY=freshrec "
+                 "FRESHREC_STORAGE__SECRET_KEY=freshrec-secret ")
+        list_cmd = (f"{creds}freshrec snapshots --url {storage_url} "
+                    f"--endpoint-url {S3_ENDPOINT} --model demo list")
+    else:
+        list_cmd = f"freshrec snapshots --url {storage_url} --model demo list"
+    say(f"Snapshots:   {storage_url}/models/demo/")
+    say(f"  list them: {list_cmd}")
     query = quote("freshrec_progressive_loss")
     say(f"Prometheus:  {PROMETHEUS}/graph?g0.expr={query}&g0.tab=0")
     say(f"Service log: {log_path}")
