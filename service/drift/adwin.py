@@ -135,8 +135,11 @@ def _detect(
     clock: int,
     min_window_length: float,
     grace_period: float,
+    only_increases: bool,
 ) -> bool:
+    """Shrink the window at every significant cut; True if a cut is to be reported."""
     change = False
+    reported = False
     st[_I_TICK] += 1
     if st[_I_TICK] % clock == 0 and fs[_F_WIDTH] > grace_period:
         reduce_width = True
@@ -176,15 +179,18 @@ def _detect(
                         if abs(delta_mean) > epsilon:
                             reduce_width = True
                             change = True
+                            # delta_mean is older minus newer: negative when it went up.
+                            if not only_increases or delta_mean < 0.0:
+                                reported = True
                             if fs[_F_WIDTH] > 0.0:
                                 _delete_oldest(totals, variances, counts, fs, st)
                                 exit_flag = True
                                 break
                 row -= 1
     fs[_F_TOTAL_WIDTH] += fs[_F_WIDTH]
-    if change:
+    if reported:
         st[_I_DETECTIONS] += 1
-    return change
+    return reported
 
 
 @njit(cache=True)
@@ -200,6 +206,7 @@ def _adwin_update(
     max_buckets: int,
     min_window_length: float,
     grace_period: float,
+    only_increases: bool,
 ) -> tuple[IntArray, FloatArray]:
     out = np.empty(len(values), dtype=np.int64)
     stats = np.empty(len(values), dtype=np.float64)
@@ -210,7 +217,8 @@ def _adwin_update(
             _reset(totals, variances, counts, fs, st)
         _insert(values[i], totals, variances, counts, fs, st, max_buckets)
         if _detect(
-            totals, variances, counts, fs, st, delta, clock, min_window_length, grace_period
+            totals, variances, counts, fs, st, delta, clock, min_window_length, grace_period,
+            only_increases,
         ):
             st[_I_PENDING_RESET] = 1
             out[n_out] = i
@@ -228,9 +236,13 @@ class ADWIN:
     compressed into an exponential histogram, so memory and time per check are
     ``O(log W)``.
 
-    The semantics are River's ``drift.ADWIN`` (including that the window is forgotten on
-    the update following a detection): on the same values both report drifts at the same
-    positions. The per-value loop runs in a compiled numba kernel.
+    With ``direction="both"`` the semantics are River's ``drift.ADWIN`` (including that
+    the window is forgotten on the update following a detection): on the same values both
+    report drifts at the same positions. The default, ``direction="up"``, still cuts the
+    window at every significant change but reports only increases: watching a loss, a
+    model that is still learning has a *falling* loss, and calling that drift raised
+    false alarms (and, with the 'adapt' reaction, needless learning-rate boosts). The
+    per-value loop runs in a compiled numba kernel.
 
     Parameters
     ----------
@@ -244,6 +256,8 @@ class ADWIN:
         Smallest sub-window, in values, on either side of a cut.
     grace_period
         No change is reported before the window holds more than this many values.
+    direction
+        ``"up"`` reports only rises of the mean (for losses); ``"both"`` reports any change.
 
     Example
     -------
@@ -274,6 +288,7 @@ class ADWIN:
         max_buckets: int = 5,
         min_window_length: int = 5,
         grace_period: int = 10,
+        direction: str = "up",
     ) -> None:
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta}; 0.002 is the usual value.")
@@ -285,6 +300,9 @@ class ADWIN:
             raise ValueError(f"min_window_length must be >= 1, got {min_window_length}.")
         if grace_period < 0:
             raise ValueError(f"grace_period must be >= 0, got {grace_period}.")
+        if direction not in ("up", "both"):
+            raise ValueError(f"direction must be 'up' or 'both', got {direction!r}.")
+        self.direction = direction
         self.delta = float(delta)
         self.clock = int(clock)
         self.max_buckets = int(max_buckets)
@@ -319,6 +337,7 @@ class ADWIN:
             self.max_buckets,
             float(self.min_window_length),
             float(self.grace_period),
+            self.direction == "up",
         )
         self.n_detections += len(hits)
         self.last_statistics = stats
@@ -368,6 +387,7 @@ class ADWIN:
             "max_buckets": self.max_buckets,
             "min_window_length": self.min_window_length,
             "grace_period": self.grace_period,
+            "direction": self.direction,
             "n_detections": self.n_detections,
         }
         return arrays, meta

@@ -64,7 +64,7 @@ def test_same_detections_and_window_as_river(
         grace_period=grace_period,
     )
     expected, ref = _river_positions(values, **params)
-    ours = ADWIN(**params)
+    ours = ADWIN(**params, direction="both")  # River reports changes both ways
     assert _chunked(ours, values, cuts) == expected
     assert ours.width == ref.width
     assert ours.total == ref.total
@@ -145,3 +145,16 @@ def test_invalid_parameters_are_rejected(kwargs: dict[str, float], match: str) -
 def test_non_finite_values_are_rejected() -> None:
     with pytest.raises(ValueError, match="NaN"):
         ADWIN().update(np.array([1.0, np.nan]))
+
+
+def test_a_falling_mean_is_not_reported_by_default_but_is_cut() -> None:
+    # A loss that falls as the model learns is not drift; ADWIN still forgets the old
+    # values (its window shrinks) so that a later rise is measured against the new level.
+    rng = np.random.default_rng(3)
+    falling = np.concatenate([rng.normal(2.0, 0.3, 3000), rng.normal(0.5, 0.3, 3000)])
+    up_only = ADWIN()
+    assert len(up_only.update(falling)) == 0
+    assert up_only.width < 6000
+    assert len(ADWIN(direction="both").update(falling)) >= 1
+    rising = falling[::-1].copy()
+    assert len(ADWIN().update(rising)) >= 1
