@@ -138,7 +138,6 @@ def _detect(
     only_increases: bool,
 ) -> bool:
     """Shrink the window at every significant cut; True if a cut is to be reported."""
-    change = False
     reported = False
     st[_I_TICK] += 1
     if st[_I_TICK] % clock == 0 and fs[_F_WIDTH] > grace_period:
@@ -178,7 +177,6 @@ def _detect(
                         )
                         if abs(delta_mean) > epsilon:
                             reduce_width = True
-                            change = True
                             # delta_mean is older minus newer: negative when it went up.
                             if not only_increases or delta_mean < 0.0:
                                 reported = True
