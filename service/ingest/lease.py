@@ -85,7 +85,9 @@ class LeaderLease:
             # The main loop polls the lease between batches; a batch, a checkpoint copy or
             # a slow snapshot gate must never take this long.
             "max.poll.interval.ms": 60_000,
-            "partition.assignment.strategy": "range",
+            # Sticky: a standby joining the group must not take the lease from the active
+            # instance (an eager range assignment could hand it to the newcomer).
+            "partition.assignment.strategy": "cooperative-sticky",
         }
         if instance_id:
             conf["group.instance.id"] = instance_id

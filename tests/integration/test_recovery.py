@@ -407,6 +407,9 @@ def test_standby_takes_over_when_the_active_instance_is_killed(
     second = ServiceProcess(env, tmp_path / "second.log", ("--stop-when-idle", "5")).start()
     second.wait_until("the second instance to be a standby",
                       lambda: readyz_state(second) == "standby")
+    # A standby that joins never takes the lease from the active instance.
+    time.sleep(2)
+    assert readyz_state(first) == "running" and readyz_state(second) == "standby"
     publisher.start()
     try:
         first.wait_until("learning", lambda: first.total("freshrec_events_applied_total") > 5000)
