@@ -17,12 +17,13 @@ def register(subparsers: Any) -> None:
             "applied. Ends by printing where the snapshots are and a Prometheus link."
         ),
     )
-    parser.add_argument("--events", type=int, default=300_000,
-                        help="rating events to publish (default 300000)")
+    parser.add_argument("--events", type=int, default=400_000,
+                        help="rating events to publish (default 400000)")
     parser.add_argument("--users", type=int, default=20_000, help="distinct users")
     parser.add_argument("--items", type=int, default=3_000, help="distinct items")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="events/s to publish at (0 = as fast as possible)")
+    parser.add_argument("--rate", type=float, default=20_000.0,
+                        help="events/s to publish at, so the learning can be watched "
+                        "(default 20000; 0 = as fast as possible)")
     parser.add_argument("--no-stack", action="store_true",
                         help="do not start deploy/local/stack.sh; use FRESHREC_* settings")
     parser.set_defaults(func=_run)

@@ -139,6 +139,7 @@ def run_demo(
         except subprocess.TimeoutExpired:
             service.kill()
     say("")
+    _show_recommendations(storage_url, start_stack)
     if start_stack:
         creds = ("FRESHREC_STORAGE__ACCESS_KEY=freshrec "
                  "FRESHREC_STORAGE__SECRET_KEY=freshrec-secret ")
@@ -152,6 +153,23 @@ def run_demo(
     say(f"Prometheus:  {PROMETHEUS}/graph?g0.expr={query}&g0.tab=0")
     say(f"Service log: {log_path}")
     return 0
+
+
+def _show_recommendations(storage_url: str, on_stack: bool) -> None:
+    """Pull the latest snapshot the way serving code would, and use it."""
+    from service.snapshots.client import load_snapshot
+
+    options = (
+        {"endpoint_url": S3_ENDPOINT, "access_key": "freshrec", "secret_key": "freshrec-secret"}
+        if on_stack else {}
+    )
+    try:
+        snap = load_snapshot(storage_url, model="demo", **options)  # type: ignore[arg-type]
+    except Exception as exc:  # the demo explains, it does not crash
+        print(f"(no snapshot to show: {exc})")
+        return
+    top = ", ".join(f"{item} ({score:.2f})" for item, score in snap.recommend("u1", k=5))
+    print(f"Snapshot {snap.version} pulled and verified; top 5 for user u1: {top}")
 
 
 def _wait_ready(url: str, service: subprocess.Popen[bytes], log_path: Path) -> None:
