@@ -31,7 +31,7 @@ from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init
-from service.learners.strategies import Strategy
+from service.learners.strategies import Strategy, row_rate
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
 F32 = npt.NDArray[np.float32]
@@ -125,17 +125,27 @@ def _learn_events(
 def _apply_rows(rows: IntArray, m: int, count: npt.NDArray[np.int32], gb: F32, gF: F32,
                 b: F32, F: F32, ab: F32, aF: F32, eta: float, adagrad: bool, l2: float,
                 l2_bias: float, tmp: F32, tmpa: F32) -> int:
-    """Apply the per-row averaged gradient to ``m`` touched rows; clear the scratch."""
+    """Apply the per-row averaged gradient to ``m`` touched rows; clear the scratch.
+
+    With SGD, a row touched by ``c`` examples takes one step along its mean gradient with
+    the rate ``c`` sequential steps have on a quadratic loss (:func:`row_rate`), so
+    popular rows learn about as fast as they would per event instead of ``c`` times
+    slower.
+    """
     k = F.shape[1]
     skipped = 0
     for j in range(m):
         r = rows[j]
         c = count[r]
-        nb, nab = step(b[r], gb[r] / c + l2_bias * b[r], ab[r] if adagrad else 0.0, eta, adagrad)
+        # AdaGrad keeps eta (its accumulator already grows slower under averaging; see
+        # fm._learn_segments, where row_rate on top of AdaGrad was measured to overshoot).
+        rate = eta if adagrad else row_rate(eta, c)
+        nb, nab = step(b[r], gb[r] / c + l2_bias * b[r], ab[r] if adagrad else 0.0, rate,
+                       adagrad)
         total = nb
         for f in range(k):
             tmp[f], tmpa[f] = step(F[r, f], gF[r, f] / c + l2 * F[r, f],
-                                   aF[r, f] if adagrad else 0.0, eta, adagrad)
+                                   aF[r, f] if adagrad else 0.0, rate, adagrad)
             total += tmp[f]
             gF[r, f] = 0.0
         gb[r] = 0.0
@@ -168,10 +178,20 @@ def _learn_segments(
     for s in range(len(bounds) - 1):
         a = bounds[s]
         b = bounds[s + 1]
-        # Score the whole mini-batch first (and clip with the range known before it).
+        # Score the whole mini-batch first with the parameters from before it. The target
+        # statistics (global mean, range) are the exception: they are running sums that
+        # cost nothing to keep per event, so each example sees the targets of every
+        # example before it, as per event. Otherwise every example of the first
+        # mini-batch would be scored with no mean at all (a cold start as long as the
+        # mini-batch, which dominates the error of short streams).
         for n in range(a, b):
-            raws[n - a] = _raw(stats, bu, bi, P, Q, user[n], item[n])
-            out[n] = clip_prediction(raws[n - a], stats)
+            raw = _raw(stats, bu, bi, P, Q, user[n], item[n])
+            raws[n - a] = raw
+            out[n] = clip_prediction(raw, stats)
+            yn = y[n]
+            wn = w[n]
+            if math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw) and wn > 0.0:
+                observe(stats, yn, wn)
         mu = 0
         mi = 0
         learned = 0
@@ -203,7 +223,6 @@ def _learn_segments(
                 for f in range(k):
                     gP[u, f] += g * Q[i, f]
                     gQ[i, f] += g * P[u, f]
-            observe(stats, yn, wn)
             learned += 1
         eta = scheduled_lr(lr, power_t, t0 + updates + learned)
         rejected = _apply_rows(ru, mu, cu, gbu, gP, bu, P, abu, aP, eta, adagrad, l2, l2_bias,

@@ -7,7 +7,13 @@
   the parameters from before it, then apply one averaged gradient step. Averaging is per
   parameter row (each touched user/item/feature row divides its summed gradient by the
   number of examples that touched it), because an average over the whole mini-batch
-  would shrink the step of a row seen once by the mini-batch size.
+  would shrink the step of a row seen once by the mini-batch size. With SGD, a row seen
+  ``c`` times steps with :func:`row_rate` (``1 - (1 - eta) ** c``), so popular rows do
+  not learn ``c`` times slower than per event. The running target statistics (global
+  mean and range of regression targets) are not parameters: they are updated per example
+  even within a mini-batch, as per event. Scoring the first mini-batch of a stream with
+  no mean at all was most of the gap between micro-batch and per-event RMSE on short
+  streams (0.912 against 0.809 on ``freshrec bench e2e --quick``).
 * :class:`WindowRetrain` — the batch approach online learning replaces: keep the last
   ``window`` examples, and every ``every`` examples train a fresh model from scratch on
   the window (``epochs`` passes) and swap it in. Predictions between retrains come from a
@@ -73,6 +79,31 @@ def _segment_bounds(ts_ms: IntArray, size: int, interval_ms: int) -> IntArray:
         out[m] = n
         m += 1
     return out[:m]
+
+
+@njit(cache=True, inline="always")
+def row_rate(eta: float, count: int) -> float:
+    """Learning rate of one averaged step standing for ``count`` per-event steps.
+
+    On a squared loss, ``count`` SGD steps of rate ``eta`` towards the same target close
+    a share ``1 - (1 - eta) ** count`` of the error; one step along the mean gradient
+    with that rate closes the same share. Averaging with the plain ``eta`` instead would
+    make a row seen ``count`` times per mini-batch learn ``count`` times slower than per
+    event (the popular items, under a Zipf law), and summing the gradients (``count *
+    eta``) overshoots once ``count * eta > 2``. The rate never exceeds 1, so the step is
+    stable for any ``count``; it is exactly ``eta`` for ``count == 1`` (a mini-batch of
+    one is per-event SGD) and falls back to ``eta`` when ``eta >= 1``, where the
+    closed form does not hold. For SGD only: AdaGrad's accumulator already grows slower
+    under averaging, and the kernels keep ``eta`` for it.
+
+    Example
+    -------
+    >>> row_rate(0.1, 1), round(row_rate(0.1, 2), 6), row_rate(0.1, 10**6)
+    (0.1, 0.19, 1.0)
+    """
+    if count <= 1 or eta >= 1.0:
+        return eta
+    return 1.0 - (1.0 - eta) ** count
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import signal
 import threading
 import time
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import numpy as np
 from confluent_kafka import KafkaException, Message
 
 from service import __version__
@@ -62,6 +64,15 @@ log = logging.getLogger(__name__)
 
 # Evaluator metrics exported as freshrec_progressive_loss (lower is better).
 LOSSES = frozenset({"rmse", "mae", "log_loss"})
+
+# While a backlog is read, gauges that summarise state (progressive metrics, drift
+# statistics) are refreshed at most this often. Once the job has caught up (no lag left,
+# or a batch smaller than the configured size) they are refreshed after every batch, so
+# an idle service always exports its final values.
+GAUGE_REFRESH_S = 0.25
+
+_VALUE = operator.methodcaller("value")
+_PARTITION = operator.methodcaller("partition")
 
 BatchCallback = Callable[[list[Message], BatchOutcome], None]
 
@@ -94,6 +105,9 @@ class Job:
         Called on the main thread after each batch is learned and its rejects are
         acknowledged on the dead-letter topic (benchmarks use it to measure freshness).
     """
+
+    # When the throttled gauges were last refreshed (see _record).
+    _gauges_at = float("-inf")
 
     def __init__(
         self,
@@ -361,25 +375,35 @@ class Job:
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        values = [m.value() for m in messages]
+        values = list(map(_VALUE, messages))
         outcome = self.pipeline.process(values)
         if outcome.rejected:
             self._dead_letter(messages, outcome)
-        # The last message of each partition in the batch (offsets ascend per partition).
-        last: dict[int, int] = {m.partition(): m.offset() for m in messages}  # type: ignore[misc]
-        per_partition = self.counters.per_partition
-        for p, o in last.items():
-            self.positions[p] = o + 1
-        if len(last) == 1:
-            (p,) = last
-            per_partition[p] = per_partition.get(p, 0) + len(messages)
-        else:
-            for m in messages:
-                q: int = m.partition()  # type: ignore[assignment]
-                per_partition[q] = per_partition.get(q, 0) + 1
+        self._advance(messages)
         self._record(outcome, time.perf_counter() - started)
         if self.on_batch is not None:
             self.on_batch(messages, outcome)
+
+    def _advance(self, messages: list[Message]) -> None:
+        """Next offset and applied count of each partition in the batch.
+
+        Offsets ascend within a partition, so only the last message of each partition
+        matters. The partitions are read with ``map`` (no Python frame per message); the
+        usual batch, from a single partition, then needs one offset call.
+        """
+        parts: list[int] = list(map(_PARTITION, messages))
+        per_partition = self.counters.per_partition
+        first = parts[0]
+        if parts.count(first) == len(parts):
+            self.positions[first] = messages[-1].offset() + 1  # type: ignore[operator]
+            per_partition[first] = per_partition.get(first, 0) + len(parts)
+            return
+        ids = np.asarray(parts, dtype=np.int64)
+        uniq, last_rev, counts = np.unique(ids[::-1], return_index=True, return_counts=True)
+        for p, j, k in zip(uniq.tolist(), (len(parts) - 1 - last_rev).tolist(),
+                           counts.tolist(), strict=True):
+            self.positions[p] = messages[j].offset() + 1  # type: ignore[operator]
+            per_partition[p] = per_partition.get(p, 0) + k
 
     def _dead_letter(self, messages: list[Message], outcome: BatchOutcome) -> None:
         """Copy every reject to the DLQ; return only when the broker has all of them."""
@@ -433,17 +457,25 @@ class Job:
         if len(outcome.event_ts_ms):
             lag_s = time.time() - float(outcome.event_ts_ms[-1]) / 1000.0
             m.event_time_lag_seconds.observe(max(0.0, lag_s))
-        model = self.settings.learner.model
-        for (metric, window), value in self.pipeline.evaluator.report().items():
-            window_label = "cumulative" if window == "cumulative" else "recent"
-            # AUC, recall and NDCG are scores (higher is better), not losses.
-            gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
-            gauge.labels(model=model, metric=metric, window=window_label).set(value)
-        m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
-        for d in outcome.drift:
-            m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()
+        # Lag from the consumer's cached watermarks: a local lookup (~1 us a partition),
+        # and the sign that the job has caught up.
+        behind = 0
         for p, lag in self.consumer.lag(self.positions).items():
             m.consumer_lag.labels(topic=self.topic, partition=str(p)).set(lag)
+            behind += lag
+        now = time.monotonic()
+        caught_up = behind == 0 or outcome.n_input < self.settings.kafka.batch_size
+        if caught_up or outcome.drift or now - self._gauges_at >= GAUGE_REFRESH_S:
+            self._gauges_at = now
+            model = self.settings.learner.model
+            for (metric, window), value in self.pipeline.evaluator.report().items():
+                window_label = "cumulative" if window == "cumulative" else "recent"
+                # AUC, recall and NDCG are scores (higher is better), not losses.
+                gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
+                gauge.labels(model=model, metric=metric, window=window_label).set(value)
+            m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
+        for d in outcome.drift:
+            m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()
         if outcome.reset_requested:
             self._reset_to_champion()
 

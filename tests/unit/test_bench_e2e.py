@@ -10,12 +10,12 @@ import pytest
 
 from service.bench import e2e
 from service.bench.e2e import ContenderResult, E2EConfig
-from service.cli import build_parser
+from service.cli.bench import build_parser
 from service.demo.generator import StreamSpec, SyntheticStream
 
 
 def parse(*argv: str) -> E2EConfig:
-    args = build_parser().parse_args(["bench", "e2e", *argv])
+    args = build_parser().parse_args(["e2e", *argv])
     assert args.func is e2e._main
     return e2e.config_from_args(args)
 
@@ -52,7 +52,7 @@ def test_bad_options_say_what_to_do(argv: list[str], message: str) -> None:
 
 
 def test_bad_options_exit_2_without_touching_kafka(capsys: pytest.CaptureFixture[str]) -> None:
-    args = build_parser().parse_args(["bench", "e2e", "--contenders", "nope"])
+    args = build_parser().parse_args(["e2e", "--contenders", "nope"])
     assert args.func(args) == 2
     assert "unknown contender" in capsys.readouterr().err
 

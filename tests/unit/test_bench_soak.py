@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from service.bench import soak
 from service.bench.soak import SoakConfig, SoakResult
-from service.cli import build_parser
+from service.cli.bench import build_parser
 
 
 @given(st.lists(st.integers(0, 1000), min_size=1, max_size=50), st.floats(0, 0.99))
@@ -64,14 +64,14 @@ def test_config_validation_says_what_to_change() -> None:
 
 
 def test_cli_options() -> None:
-    args = build_parser().parse_args(["bench", "soak", "--events", "10000000", "--users",
+    args = build_parser().parse_args(["soak", "--events", "10000000", "--users",
                                       "1000000", "--strategy", "per_event"])
     assert (args.events, args.users, args.strategy) == (10_000_000, 1_000_000, "per_event")
     assert args.func is soak._main
 
 
 def test_bad_env_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    args = build_parser().parse_args(["bench", "soak", "--freshrec-env", "nope"])
+    args = build_parser().parse_args(["soak", "--freshrec-env", "nope"])
     assert args.func(args) == 2
     assert "FRESHREC_NAME=VALUE" in capsys.readouterr().err
 
