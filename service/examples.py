@@ -104,6 +104,36 @@ class ExampleBatch:
             ),
         )
 
+    def slice(self, start: int, stop: int) -> ExampleBatch:
+        """Examples ``start:stop`` as views (no copy), side features included.
+
+        Recycled rows stay with the first slice only: they are reset once.
+
+        Example
+        -------
+        >>> b = ExampleBatch.from_arrays([1, 2, 3], [4, 5, 6], [1.0, 2.0, 3.0])
+        >>> b.slice(1, 3).user.tolist()
+        [2, 3]
+        """
+        n = len(self)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"slice [{start}, {stop}) is outside the batch of {n}")
+        lo, hi = int(self.feat_indptr[start]), int(self.feat_indptr[stop])
+        first = start == 0
+        return ExampleBatch(
+            user=self.user[start:stop],
+            item=self.item[start:stop],
+            y=self.y[start:stop],
+            weight=self.weight[start:stop],
+            ts_ms=self.ts_ms[start:stop],
+            feat_indptr=self.feat_indptr[start:stop + 1] - lo,
+            feat_idx=self.feat_idx[lo:hi],
+            feat_val=self.feat_val[lo:hi],
+            holdout=self.holdout[start:stop],
+            recycled_users=self.recycled_users if first else _empty_int(),
+            recycled_items=self.recycled_items if first else _empty_int(),
+        )
+
     def select(self, mask: BoolArray) -> ExampleBatch:
         """The examples where ``mask`` is true, side features included.
 

@@ -8,6 +8,7 @@ apart is what lets the same pipeline run in the service, in the benchmarks and i
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -32,6 +33,9 @@ from service.preprocess import Preprocessor
 from service.snapshots.gate import PromotionGate
 
 log = logging.getLogger(__name__)
+
+# Drift reactions take effect at multiples of this many learned examples (see process).
+REACTION_CHUNK = 4096
 
 # Progressive ranking metrics (BPR): positives ranked per batch, among how many candidates.
 RANKED_PER_BATCH = 500
@@ -174,17 +178,31 @@ class Pipeline:
         holdout_mask = examples.holdout
         n_holdout = int(holdout_mask.sum())
         train = examples.select(~holdout_mask) if n_holdout else examples
-        if self.evaluator.task == "ranking" and len(train):
-            self._rank_positives(train)
-        predictions, learn_stats = self.learner.learn(train)
+        # Learn in chunks aligned to the stream position (every REACTION_CHUNK examples
+        # since the start), and let drift reactions take effect only at chunk boundaries:
+        # then the model is a function of the events alone, however Kafka polls happen to
+        # split them (recovery replays from a checkpoint with other batch boundaries).
+        parts_loss: list[npt.NDArray[np.float64]] = []
+        detections: list[DriftDetection] = []
+        skipped = 0
+        reset = False
+        for lo, hi in _aligned_chunks(self.examples_trained, len(train), REACTION_CHUNK):
+            chunk = train.slice(lo, hi) if (lo, hi) != (0, len(train)) else train
+            if self.evaluator.task == "ranking":
+                self._rank_positives(chunk)
+            predictions, learn_stats = self.learner.learn(chunk)
+            skipped += learn_stats.n_skipped_nonfinite
+            chunk_losses = self.evaluator.update(chunk.y, predictions, chunk.weight)
+            chunk_detections = self.drift.update(chunk_losses, predictions, chunk)
+            self.examples_trained += len(chunk)
+            reset = self._react(chunk_detections, len(chunk)) or reset
+            parts_loss.append(chunk_losses)
+            detections.extend(chunk_detections)
         learn_seconds = time.perf_counter() - started
         if n_holdout or len(examples.recycled_users) or len(examples.recycled_items):
             self.gate.observe(examples)  # keeps only the held-out rows
-
-        losses = self.evaluator.update(train.y, predictions, train.weight)
-        detections = self.drift.update(losses, predictions, train)
-        self.examples_trained += len(train)
-        reset = self._react(detections, len(train))
+        losses = (parts_loss[0] if len(parts_loss) == 1 else
+                  np.concatenate(parts_loss) if parts_loss else np.zeros(0, np.float64))
         return BatchOutcome(
             n_input=len(values),
             rejected=rejected,
@@ -192,7 +210,7 @@ class Pipeline:
             n_examples=len(examples),
             n_trained=len(train),
             n_holdout=n_holdout,
-            n_skipped_nonfinite=learn_stats.n_skipped_nonfinite,
+            n_skipped_nonfinite=skipped,
             losses=losses,
             event_ts_ms=train.ts_ms,
             learn_seconds=learn_seconds,
@@ -242,6 +260,22 @@ class Pipeline:
                 log.info("drift (%s on %s): learning rate x%g for %d examples",
                          d.detector, d.signal, d.lr_factor, d.duration_events)
         return reset
+
+
+def _aligned_chunks(position: int, n: int, size: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges covering ``n`` items that start at stream ``position``, cut
+    wherever ``position + i`` is a multiple of ``size``.
+
+    >>> _aligned_chunks(4090, 10, 4096)
+    [(0, 6), (6, 10)]
+    >>> _aligned_chunks(0, 3, 4096)
+    [(0, 3)]
+    """
+    cuts = [0]
+    first = (-position) % size
+    cuts.extend(range(first if first else size, n, size))
+    cuts.append(n)
+    return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
 
 _BATCH_FIELDS = ("user", "item", "y", "weight", "ts_ms", "feat_indptr", "feat_idx", "feat_val")

@@ -172,16 +172,6 @@ def test_abrupt_change_is_detected_soon_after_it_and_reacted_to(
 # -- reactions and the event order ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "service bug: Pipeline._react applies an 'adapt' learning-rate boost after the whole "
-        "batch is learned, not from the event at which the drift was detected, so the model "
-        "depends on how Kafka polls split the stream (FRESHREC_KAFKA__BATCH_SIZE, timing): "
-        "the same events no longer give the same model, which recovery relies on"
-    ),
-)
 def test_an_adapt_reaction_leaves_the_model_a_function_of_the_events(
     kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path
 ) -> None:
