@@ -8,6 +8,7 @@ apart is what lets the same pipeline run in the service, in the benchmarks and i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import time
@@ -98,6 +99,8 @@ class Pipeline:
         # examples have been learned; ``_base_optimizer`` is the one to go back to.
         self._adapt_remaining = 0
         self._base_optimizer: Any = None
+        # Detections since the last reaction boundary, applied when it is reached.
+        self._pending_reactions: list[DriftDetection] = []
 
     # -- state: everything a checkpoint saves ------------------------------------------
 
@@ -120,6 +123,8 @@ class Pipeline:
                 "pipeline": ({}, {
                     "examples_trained": self.examples_trained,
                     "adapt_remaining": self._adapt_remaining,
+                    "pending_reactions": [_plain(dataclasses.asdict(d))
+                                          for d in self._pending_reactions],
                     "base_optimizer": (None if self._base_optimizer is None
                                        else self._base_optimizer.to_dict()),
                     # A copy: the checkpoint is serialised later, on another thread.
@@ -150,6 +155,7 @@ class Pipeline:
         own = meta["pipeline"]
         self.examples_trained = int(own["examples_trained"])
         self._adapt_remaining = int(own.get("adapt_remaining", 0))
+        self._pending_reactions = [DriftDetection(**d) for d in own.get("pending_reactions", [])]
         base = own.get("base_optimizer")
         self._base_optimizer = None if base is None else Optimizer.from_dict(base)
         self.extra_state = dict(own.get("extra", {}))
@@ -159,6 +165,7 @@ class Pipeline:
         self.learner = learner
         self._adapt_remaining = 0
         self._base_optimizer = None
+        self._pending_reactions = []
 
     # -- processing --------------------------------------------------------------------
 
@@ -178,10 +185,10 @@ class Pipeline:
         holdout_mask = examples.holdout
         n_holdout = int(holdout_mask.sum())
         train = examples.select(~holdout_mask) if n_holdout else examples
-        # Learn in chunks aligned to the stream position (every REACTION_CHUNK examples
-        # since the start), and let drift reactions take effect only at chunk boundaries:
-        # then the model is a function of the events alone, however Kafka polls happen to
-        # split them (recovery replays from a checkpoint with other batch boundaries).
+        # Drift reactions take effect only when the number of examples learned since the
+        # start crosses a multiple of REACTION_CHUNK, so the batch is cut there: then the
+        # model is a function of the events alone, however Kafka polls happen to split
+        # them (recovery replays from a checkpoint with other batch boundaries).
         parts_loss: list[npt.NDArray[np.float64]] = []
         detections: list[DriftDetection] = []
         skipped = 0
@@ -195,7 +202,10 @@ class Pipeline:
             chunk_losses = self.evaluator.update(chunk.y, predictions, chunk.weight)
             chunk_detections = self.drift.update(chunk_losses, predictions, chunk)
             self.examples_trained += len(chunk)
-            reset = self._react(chunk_detections, len(chunk)) or reset
+            self._pending_reactions.extend(chunk_detections)
+            if self.examples_trained % REACTION_CHUNK == 0:
+                reset = self._react(self._pending_reactions, REACTION_CHUNK) or reset
+                self._pending_reactions = []
             parts_loss.append(chunk_losses)
             detections.extend(chunk_detections)
         learn_seconds = time.perf_counter() - started
@@ -260,6 +270,11 @@ class Pipeline:
                 log.info("drift (%s on %s): learning rate x%g for %d examples",
                          d.detector, d.signal, d.lr_factor, d.duration_events)
         return reset
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars as Python numbers, for JSON."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in record.items()}
 
 
 def _aligned_chunks(position: int, n: int, size: int) -> list[tuple[int, int]]:
