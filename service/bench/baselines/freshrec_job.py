@@ -14,6 +14,7 @@ The probe costs a few attribute reads per batch in the backlog phase and one
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -84,6 +85,15 @@ def run(spec: WorkerSpec, progress: Progress) -> None:
 
     job = ProbedJob(settings, stop_when_idle_s=None)
     job.install_signal_handlers()
+
+    # The stop target may arrive after the last live batch was learned, when no batch
+    # is left to check it: watch for it on the side too.
+    def watch() -> None:
+        while not progress.done():
+            time.sleep(0.05)
+        job.request_stop()
+
+    threading.Thread(target=watch, name="bench-stop-watch", daemon=True).start()
     job.run()
     progress.finish(
         applied=job.counters.applied,
