@@ -157,10 +157,20 @@ class ExampleBatch:
             raise ValueError(
                 f"select needs one boolean per example ({len(self)},), got {mask.shape}"
             )
-        idx = np.flatnonzero(mask)
-        starts = self.feat_indptr[idx]
-        lengths = self.feat_indptr[idx + 1] - starts
-        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        taken = self.take(np.flatnonzero(mask))
+        taken.recycled_users = self.recycled_users
+        taken.recycled_items = self.recycled_items
+        return taken
+
+    def take(self, rows: IntArray) -> ExampleBatch:
+        """The examples at ``rows`` (in that order, repeats allowed), side features included.
+
+        Recycled rows are not carried over: they belong to the batch as it arrived.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.feat_indptr[rows]
+        lengths = self.feat_indptr[rows + 1] - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         total = int(indptr[-1])
         if total:
@@ -170,15 +180,13 @@ class ExampleBatch:
         else:
             fidx, fval = _empty_int(), _empty_float()
         return ExampleBatch(
-            user=self.user[idx],
-            item=self.item[idx],
-            y=self.y[idx],
-            weight=self.weight[idx],
-            ts_ms=self.ts_ms[idx],
+            user=self.user[rows],
+            item=self.item[rows],
+            y=self.y[rows],
+            weight=self.weight[rows],
+            ts_ms=self.ts_ms[rows],
             feat_indptr=indptr,
             feat_idx=fidx,
             feat_val=fval,
-            holdout=self.holdout[idx],
-            recycled_users=self.recycled_users,
-            recycled_items=self.recycled_items,
+            holdout=self.holdout[rows],
         )

@@ -35,32 +35,13 @@ IntArray = npt.NDArray[np.int64]
 def take_rows(batch: ExampleBatch, rows: IntArray, item: IntArray | None = None) -> ExampleBatch:
     """The examples at ``rows`` (repeats allowed), optionally with their items replaced.
 
-    Side features are gathered with one vectorised CSR gather, so sampling many negatives
-    per positive stays cheap.
+    Side features are gathered by :meth:`ExampleBatch.take` (one vectorised CSR gather), so
+    sampling many negatives per positive stays cheap.
     """
-    rows = np.asarray(rows, dtype=np.int64)
-    starts = batch.feat_indptr[rows]
-    lengths = batch.feat_indptr[rows + 1] - starts
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    total = int(indptr[-1])
-    if total:
-        # Position j of output row r reads feat[starts[r] + j]: offsets repeated per row.
-        gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(total, dtype=np.int64)
-        fidx, fval = batch.feat_idx[gather], batch.feat_val[gather]
-    else:
-        fidx, fval = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return ExampleBatch(
-        user=batch.user[rows],
-        item=batch.item[rows] if item is None else np.ascontiguousarray(item, dtype=np.int64),
-        y=batch.y[rows],
-        weight=batch.weight[rows],
-        ts_ms=batch.ts_ms[rows],
-        feat_indptr=indptr,
-        feat_idx=fidx,
-        feat_val=fval,
-        holdout=batch.holdout[rows],
-    )
+    taken = batch.take(np.asarray(rows, dtype=np.int64))
+    if item is not None:
+        taken.item = np.ascontiguousarray(item, dtype=np.int64)
+    return taken
 
 
 def concat(batches: list[ExampleBatch]) -> ExampleBatch:
