@@ -243,19 +243,20 @@ class Job:
         self._activate_requested = False
         self._set_state("recovering", "loading the newest checkpoint")
         started = time.monotonic()
-        restored = self._retry_storage(
-            "load the newest checkpoint", lambda: self._restore_if_newer()
-        )
+        restored = self._retry("load the newest checkpoint", self._restore_if_newer,
+                               "recovering", (StorageError,))
         if restored is None and self._stop.is_set():
             return
         self.checkpoints.begin_epoch()
-        partitions = self._retry_kafka("read the topic's partitions", self.consumer.partitions)
+        partitions = self._retry("read the topic's partitions", self.consumer.partitions,
+                                 "waiting_for_broker", (KafkaException,))
         if partitions is None:
             return
         stored = self.checkpoints.offsets()
         missing = [p for p in partitions if p not in stored]
-        committed = (self._retry_kafka("read committed offsets",
-                                       lambda: self.consumer.committed(missing))
+        committed = (self._retry("read committed offsets",
+                                 lambda: self.consumer.committed(missing),
+                                 "waiting_for_broker", (KafkaException,))
                      if missing else {})
         start: dict[int, int | None] = {
             p: stored.get(p, (committed or {}).get(p)) for p in partitions
@@ -587,28 +588,21 @@ class Job:
 
     # -- retries -------------------------------------------------------------------------
 
-    def _retry_storage(self, what: str, action: Callable[[], Any]) -> Any:
+    def _retry(self, what: str, action: Callable[[], Any], state: str,
+               errors: tuple[type[Exception], ...]) -> Any:
+        """``action()``, retried with backoff while it raises ``errors``; None if stopped.
+
+        The lease keeps being polled, so a long wait does not also cost the lease.
+        """
         delay = 0.5
         while not self._stop.is_set():
             try:
                 return action()
-            except StorageError as exc:
-                self._set_state("recovering", f"cannot {what}: {exc}")
+            except errors as exc:
+                self._set_state(state, f"cannot {what}: {exc}")
                 log.warning("cannot %s (retrying in %.1fs): %s", what, delay, exc)
                 self.health.beat()
                 self.lease.poll()
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-        return None
-
-    def _retry_kafka(self, what: str, action: Callable[[], Any]) -> Any:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                return action()
-            except KafkaException as exc:
-                self._set_state("waiting_for_broker", f"cannot {what}: {exc}")
-                self.health.beat()
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
         return None
