@@ -261,6 +261,10 @@ class Job:
         start: dict[int, int | None] = {
             p: stored.get(p, (committed or {}).get(p)) for p in partitions
         }
+        if not self.lease.held:
+            # The retries above poll the lease; it may have moved on meanwhile.
+            self._set_state("standby", "lease lost while recovering")
+            return
         self.positions = {p: o for p, o in start.items() if o is not None}
         self.consumer.assign(start)
         self.active = True
