@@ -112,13 +112,22 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     return Settings(**overrides)
 
 
-def env_var_names(model: type[BaseModel] = Settings, prefix: str = "FRESHREC_") -> set[str]:
-    """Every environment variable name that maps to a setting (for docs and compose checks)."""
-    names: set[str] = set()
+def settings_rows(
+    model: type[BaseModel] = Settings, prefix: str = "FRESHREC_"
+) -> list[tuple[str, str, str]]:
+    """``(environment variable, default, description)`` for every leaf setting."""
+    rows: list[tuple[str, str, str]] = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names |= env_var_names(annotation, f"{prefix}{name.upper()}__")
-        else:
-            names.add(f"{prefix}{name.upper()}")
-    return names
+            rows.extend(settings_rows(annotation, f"{prefix}{name.upper()}__"))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((f"{prefix}{name.upper()}", repr(default) if default is not None else "—",
+                     field.description or ""))
+    return rows
+
+
+def env_var_names() -> set[str]:
+    """Every environment variable name that maps to a setting (for docs and compose checks)."""
+    return {var for var, _, _ in settings_rows()}

@@ -5,25 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pydantic import BaseModel
-
-from service.config import Settings
-
-
-def settings_rows(
-    model: type[BaseModel] = Settings, prefix: str = "FRESHREC_"
-) -> list[tuple[str, str, str]]:
-    """``(environment variable, default, description)`` for every leaf setting."""
-    rows: list[tuple[str, str, str]] = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(settings_rows(annotation, f"{prefix}{name.upper()}__"))
-            continue
-        default = field.get_default(call_default_factory=True)
-        rows.append((f"{prefix}{name.upper()}", repr(default) if default is not None else "—",
-                     field.description or ""))
-    return rows
+from service.config import settings_rows
 
 
 def markdown_table() -> str:
