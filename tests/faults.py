@@ -18,18 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_process import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO_ROOT / "deploy" / "local" / "kafka-server.properties.tmpl"
 
 
 def stack_dir() -> Path:
     return Path(os.environ.get("FRESHREC_STACK_DIR", REPO_ROOT / ".stack"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _require(path: Path, what: str) -> None:

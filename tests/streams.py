@@ -202,6 +202,18 @@ class _Capture:
         raise NotImplementedError
 
 
+def newest_checkpoint(storage: StorageConfig, group: str, topic: str) -> tuple[
+    dict[int, int], dict[str, npt.NDArray[Any]], dict[str, Any]
+]:
+    """Offsets, arrays and (pipeline) metadata of the newest complete checkpoint."""
+    manager = CheckpointManager(open_store(storage), CheckpointConfig(), group_id=group,
+                                topic=topic)
+    capture = _Capture()
+    restored = manager.restore_latest(capture)  # type: ignore[arg-type]
+    assert restored is not None, "the service wrote no checkpoint"
+    return restored.offsets, capture.arrays, capture.meta
+
+
 def checkpointed_learner(
     env: dict[str, str],
 ) -> tuple[dict[int, int], dict[str, npt.NDArray[Any]]]:
@@ -213,12 +225,8 @@ def checkpointed_learner(
         access_key=env.get("FRESHREC_STORAGE__ACCESS_KEY"),
         secret_key=env.get("FRESHREC_STORAGE__SECRET_KEY"),
     )
-    manager = CheckpointManager(
-        open_store(storage), CheckpointConfig(),
-        group_id=env["FRESHREC_KAFKA__GROUP_ID"], topic=env["FRESHREC_KAFKA__TOPIC"],
+    offsets, arrays, _ = newest_checkpoint(
+        storage, env["FRESHREC_KAFKA__GROUP_ID"], env["FRESHREC_KAFKA__TOPIC"]
     )
-    capture = _Capture()
-    restored = manager.restore_latest(capture)  # type: ignore[arg-type]
-    assert restored is not None, "the service wrote no checkpoint"
-    learner = {k: np.asarray(v) for k, v in capture.arrays.items() if k.startswith("learner.")}
-    return restored.offsets, learner
+    learner = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("learner.")}
+    return offsets, learner

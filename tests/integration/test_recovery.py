@@ -30,14 +30,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from service.checkpoint.config import CheckpointConfig
-from service.checkpoint.manager import CheckpointManager
 from service.demo.generator import StreamSpec, SyntheticStream
-from service.storage import open_store
 from service.storage.config import StorageConfig
 from tests.faults import PrivateKafka, PrivateS3
 from tests.service_process import ServiceProcess
 from tests.services import S3Endpoint
+from tests.streams import newest_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,29 +89,6 @@ class Publisher(threading.Thread):
         if remaining:
             self.errors.append(f"{remaining} messages not delivered")
         self.done.set()
-
-
-class _Capture:
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
-
-    def set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.arrays, self.meta = arrays, meta
-
-    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        raise NotImplementedError
-
-
-def newest_checkpoint(storage: StorageConfig, group: str, topic: str) -> tuple[
-    dict[int, int], dict[str, np.ndarray], dict[str, Any]
-]:
-    """Offsets, arrays and metadata of the newest complete checkpoint."""
-    manager = CheckpointManager(open_store(storage), CheckpointConfig(), group_id=group,
-                                topic=topic)
-    capture = _Capture()
-    restored = manager.restore_latest(capture)  # type: ignore[arg-type]
-    assert restored is not None, "no checkpoint was written"
-    return restored.offsets, capture.arrays, capture.meta
 
 
 def storage_for(s3: S3Endpoint | PrivateS3, prefix: str) -> tuple[dict[str, str], StorageConfig]:
