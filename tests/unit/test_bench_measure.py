@@ -66,12 +66,27 @@ def test_flatness_ignores_the_warmup_only() -> None:
         flatness([1, 2], 1.0)
 
 
-def test_rss_of_this_process_follows_allocation() -> None:
-    before = rss_bytes()
-    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-    after = rss_bytes()
+def test_rss_of_a_process_follows_allocation() -> None:
+    # A child of its own: in this long-lived test process the allocator may reuse freed
+    # memory, and a new block need not raise RSS at all.
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; print('ready', flush=True); sys.stdin.readline(); "
+         "b = bytearray(b'x' * (64 * 2**20)); print('grown', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        before = rss_bytes(child.pid)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "grown"
+        after = rss_bytes(child.pid)
+    finally:
+        child.kill()
+        child.wait()
     assert after - before > 48 * 2**20
-    del block
     assert rss_bytes(2**22 + 12345) == 0  # no such pid: 0, not an exception
 
 
@@ -137,7 +152,7 @@ def test_sampler_records_a_growing_process() -> None:
     # reused by the allocator and a new block may not raise RSS at all.
     grower = subprocess.Popen([
         sys.executable, "-c",
-        "import time; time.sleep(0.5); b = bytearray(64 * 2**20); time.sleep(30)",
+        "import time; time.sleep(0.5); b = bytearray(b'x' * (64 * 2**20)); time.sleep(30)",
     ])
     try:
         with RssSampler(grower.pid, interval_s=0.01) as sampler:
