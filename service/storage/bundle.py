@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import numpy as np
+import numpy.lib.format as npy_format
 import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -123,9 +124,21 @@ def array_key(name: str) -> str:
 
 
 def _npy_bytes(array: npt.NDArray[Any]) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+    """The ``.npy`` file of ``array``, byte for byte what :func:`numpy.save` writes.
+
+    ``np.save`` into a ``BytesIO`` and ``getvalue()`` copy the data twice; a checkpoint of
+    a million-user model holds several 128 MB arrays, so the header is written alone and
+    joined to a view of the array: one copy, a third less transient memory per write.
+    """
+    a = np.asarray(array, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
+    if a.dtype.hasobject or a.dtype.names is not None:
+        buf = io.BytesIO()  # structured dtypes: leave the header details to numpy
+        np.save(buf, a, allow_pickle=False)
+        return buf.getvalue()
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, npy_format.header_data_from_array_1_0(a))
+    data = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+    return b"".join((header.getvalue(), data))
 
 
 def _map(fn: Callable[[Any], Any], items: Sequence[Any], threads: int) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from service.storage import (
     read_manifest,
     write_bundle,
 )
-from service.storage.bundle import MANIFEST_NAME
+from service.storage.bundle import MANIFEST_NAME, _npy_bytes
 
 
 def _arrays() -> dict[str, np.ndarray]:
@@ -67,6 +68,26 @@ def test_any_numeric_array_round_trips_bit_exactly(tmp_path_factory: pytest.Temp
     out, _ = read_bundle(store, "x")
     assert out["a"].dtype == arr.dtype and out["a"].shape == arr.shape
     assert out["a"].tobytes() == arr.tobytes()  # bit-exact, NaNs included
+
+
+@settings(max_examples=60, deadline=None)
+@given(arr=hnp.arrays(
+    dtype=st.one_of(hnp.scalar_dtypes(), hnp.byte_string_dtypes(), hnp.unicode_string_dtypes()),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5),
+), fortran=st.booleans())
+def test_array_files_are_exactly_what_numpy_save_writes(arr: np.ndarray,
+                                                        fortran: bool) -> None:
+    # Bundles written before _npy_bytes stopped calling np.save must stay byte-identical
+    # (same checksums), and np.load must read what we write.
+    if fortran:
+        arr = np.asfortranarray(arr)
+    expected = io.BytesIO()
+    np.save(expected, np.asarray(arr, order="C"), allow_pickle=False)
+    data = _npy_bytes(arr)
+    assert data == expected.getvalue()
+    back = np.load(io.BytesIO(data), allow_pickle=False)
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    assert back.tobytes() == np.asarray(arr, order="C").tobytes()
 
 
 def _file(store: LocalFolderStore, key: str) -> Path:
