@@ -137,7 +137,7 @@ def _npy_bytes(array: npt.NDArray[Any]) -> bytes:
         return buf.getvalue()
     header = io.BytesIO()
     npy_format.write_array_header_1_0(header, npy_format.header_data_from_array_1_0(a))
-    data = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+    data = a.reshape(-1).view(np.uint8).data if a.size else memoryview(b"")
     return b"".join((header.getvalue(), data))
 
 
