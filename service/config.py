@@ -35,6 +35,7 @@ from service.ingest.config import KafkaConfig
 from service.learners.config import LearnerConfig
 from service.observability.config import HttpConfig
 from service.preprocess.config import PreprocessConfig
+from service.scaleout.config import ScaleConfig
 from service.snapshots.config import SnapshotConfig
 from service.storage.config import StorageConfig
 
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)  # type: ignore[arg-type]
     http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
     drift: DriftConfig = Field(default_factory=DriftConfig)  # type: ignore[arg-type]
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)  # type: ignore[arg-type]
     log_level: str = Field("INFO", description="Python logging level.")
 
     @model_validator(mode="after")

@@ -112,14 +112,18 @@ class CheckpointManager:
     group_id, topic
         Checkpoints live under ``checkpoints/<group_id>/<topic>/`` so that two services
         on different topics or groups never read each other's state.
+    folder
+        A sub-folder of that prefix (``shard-<i>`` for a shard under scale-out, see
+        ``service.scaleout.shards``); empty for the whole topic.
     """
 
     def __init__(
-        self, store: ObjectStore, config: CheckpointConfig, *, group_id: str, topic: str
+        self, store: ObjectStore, config: CheckpointConfig, *, group_id: str, topic: str,
+        folder: str = "",
     ) -> None:
         self.store = store
         self.config = config
-        self.prefix = f"checkpoints/{group_id}/{topic}/"
+        self.prefix = f"checkpoints/{group_id}/{topic}/" + (f"{folder}/" if folder else "")
         self._epoch = 0
         self._sequence = 0
         self._offsets: dict[int, int] = {}

@@ -239,6 +239,57 @@ class ServiceMetrics:
             registry=r,
         )
 
+        # Scale-out: shared parameters exchanged with the other shards (0 with one shard).
+        self.shared_blocks_written = Counter(
+            "freshrec_shared_blocks_written",
+            "Blocks of this shard's shared-parameter deltas written to the object store.",
+            registry=r,
+        )
+        self.shared_last_written_block = Gauge(
+            "freshrec_shared_last_written_block",
+            "Sequence number of the newest block of this shard known to be written.",
+            registry=r,
+        )
+        self.shared_last_cut_block = Gauge(
+            "freshrec_shared_last_cut_block",
+            "Sequence number of the newest block this shard cut (written once its "
+            "checkpoint is durable).",
+            registry=r,
+        )
+        self.shared_unsent_examples = Gauge(
+            "freshrec_shared_unsent_examples",
+            "Examples learned since this shard last cut a block (learning not yet shared).",
+            registry=r,
+        )
+        self.shared_merges = Counter(
+            "freshrec_shared_merges",
+            "Merges: times blocks of other shards were folded into the model between batches.",
+            registry=r,
+        )
+        self.shared_blocks_folded = Counter(
+            "freshrec_shared_blocks_folded",
+            "Blocks of another shard folded into this shard's shared rows.",
+            ["shard"],
+            registry=r,
+        )
+        self.shared_last_folded_block = Gauge(
+            "freshrec_shared_last_folded_block",
+            "Sequence number of the newest block folded from another shard.",
+            ["shard"],
+            registry=r,
+        )
+        self.shared_staleness_seconds = Gauge(
+            "freshrec_shared_staleness_seconds",
+            "Age, when folded, of the newest block folded from another shard.",
+            ["shard"],
+            registry=r,
+        )
+        self.shared_exchange_failures = Counter(
+            "freshrec_shared_exchange_failures",
+            "Shared-parameter block writes, reads or folds that failed (retried later).",
+            registry=r,
+        )
+
         # Lifecycle.
         self.service_state = Gauge(
             "freshrec_service_state",

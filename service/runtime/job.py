@@ -5,16 +5,27 @@ The holder is *active*: it reads every partition of the event topic and learns. 
 others are *hot standbys*: they load the newest checkpoint every few seconds and take over
 from it when the lease comes to them.
 
+Scale-out (``scale.shards = N > 1``, ``service.scaleout``): shard ``i`` is a service group
+of its own (lease ``<group>.shard-<i>``, checkpoints in ``shard-<i>/``, snapshots as model
+``<name>.shard-<i>``) whose active instance reads only the partitions ``p % N == i``. The
+shards exchange their shared parameters (item rows, hashed features, global statistics)
+as blocks of deltas through the object store. With one shard none of this happens.
+
 Taking over (``_activate``):
 
 1. Start a new leader epoch, so that no late write of a former leader can win.
 2. Load the newest complete checkpoint: model, preprocessing state, metrics windows,
    drift detectors, hold-out window, and the next offset of every partition.
-3. Read every partition from its checkpointed offset (or, for a partition the checkpoint
-   does not know, from the committed offset or the reset policy).
+3. Read every partition (every owned partition, under scale-out) from its checkpointed
+   offset (or, for a partition the checkpoint does not know, from the committed offset or
+   the reset policy). Under scale-out, also write the shared-parameter blocks the
+   checkpoint's outbox holds that are not in the object store yet.
 
 One iteration of the active loop (``_step``):
 
+0. Under scale-out: fold the other shards' blocks fetched in the background since the last
+   iteration (here, between batches, so the model is never read half-merged), and when
+   ``scale.merge_interval_s`` has passed ask for newer ones.
 1. Poll a batch of messages.
 2. Run the pure pipeline over their values (decode → preprocess → predict-then-learn).
 3. Produce every rejected message to the dead-letter topic and wait for the broker's
@@ -23,7 +34,9 @@ One iteration of the active loop (``_step``):
 4. Advance the next offset of each partition; update metrics once for the whole batch.
 5. When due, checkpoint the whole state with those offsets in the background; once it is
    durable, commit the offsets to Kafka. When due, gate and publish a snapshot in the
-   background.
+   background. Under scale-out every checkpoint first cuts this shard's learning on shared
+   rows into a block (into the checkpoint's outbox), written once the checkpoint is
+   durable; a checkpoint is due at least every ``scale.merge_interval_s``.
 
 Handing over (``_deactivate``): write a final checkpoint, stop reading, drop the lease.
 """
@@ -56,6 +69,14 @@ from service.observability.http import HealthState, HttpEndpoint
 from service.observability.metrics import ServiceMetrics
 from service.runtime.pipeline import BatchOutcome, Pipeline
 from service.runtime.publishing import BackgroundPublisher, FrozenCandidate, frozen_gate
+from service.scaleout.delta import Block
+from service.scaleout.exchange import BlockExchange, Failed, Fetched, Written
+from service.scaleout.shards import (
+    checkpoint_folder,
+    owned_partitions,
+    shard_group,
+    shard_model_name,
+)
 from service.snapshots.gate import GATE_REASONS
 from service.snapshots.publisher import SnapshotPublisher
 from service.storage import StorageError, open_store
@@ -133,10 +154,21 @@ class Job:
         self.topic = settings.kafka.topic
         self.store = open_store(settings.storage)
         self.pipeline = Pipeline(settings)
-        self.publisher = BackgroundPublisher(SnapshotPublisher(self.store, settings.snapshot))
+        scale = settings.scale
+        snapshot = settings.snapshot.model_copy(
+            update={"model_name": shard_model_name(settings.snapshot.model_name, scale)})
+        self.publisher = BackgroundPublisher(SnapshotPublisher(self.store, snapshot))
         self.checkpoints = CheckpointManager(
-            self.store, settings.checkpoint, group_id=settings.kafka.group_id, topic=self.topic
+            self.store, settings.checkpoint, group_id=settings.kafka.group_id, topic=self.topic,
+            folder=checkpoint_folder(scale),
         )
+        self.exchange: BlockExchange | None = None
+        if scale.shards > 1:
+            self.exchange = BlockExchange(
+                self.store, settings.kafka.group_id, self.topic, shard=scale.shard,
+                shards=scale.shards, keep_blocks=scale.keep_blocks)
+        self._last_fetch_at = float("-inf")
+        self._unsent_examples = 0  # learned since the last cut (scale-out)
         # Next offset to process, per partition: what a checkpoint records and what is
         # committed once that checkpoint is durable.
         self.positions: dict[int, int] = {}
@@ -191,7 +223,7 @@ class Job:
         )
         self.lease = LeaderLease(
             kafka.bootstrap_servers,
-            kafka.group_id,
+            shard_group(kafka.group_id, self.settings.scale),
             kafka.topic,
             on_acquired=self._lease_acquired,
             on_released=self._lease_released,
@@ -252,6 +284,15 @@ class Job:
                                  "waiting_for_broker", (KafkaException,))
         if partitions is None:
             return
+        scale = self.settings.scale
+        if scale.shards > 1:
+            partitions = owned_partitions(partitions, scale)
+            if not partitions:
+                raise ValueError(
+                    f"topic {self.topic!r} has fewer partitions than scale.shards="
+                    f"{scale.shards}: shard {scale.shard} would read nothing; run at most as "
+                    "many shards as the topic has partitions"
+                )
         stored = self.checkpoints.offsets()
         missing = [p for p in partitions if p not in stored]
         committed = (self._retry("read committed offsets",
@@ -272,6 +313,12 @@ class Job:
         self.counters.since_durable = 0
         self._last_checkpoint_at = time.monotonic()
         self.metrics.recoveries.inc()
+        if self.exchange is not None and self.pipeline.shared is not None:
+            # The checkpoint's outbox: blocks cut before it whose write may not have
+            # happened (the previous owner died between durable and written).
+            self.exchange.restart()
+            self.exchange.write(list(self.pipeline.shared.outbox))
+            self._last_fetch_at = float("-inf")
         self._set_state("running")
         log.info("active after %.2fs (checkpoint %s)", time.monotonic() - started,
                  self.checkpoints.restored)
@@ -344,6 +391,8 @@ class Job:
         """One iteration while active; True if messages were processed."""
         kafka = self.settings.kafka
         self._collect_background()
+        if self.exchange is not None:
+            self._exchange_step()
         cp = self.settings.checkpoint
         if self.counters.since_durable >= cp.max_uncheckpointed_events:
             # The object store is not keeping up: stop taking on work that a crash would
@@ -386,6 +435,9 @@ class Job:
             self._dead_letter(messages, outcome)
         self._advance(messages)
         self._record(outcome, time.perf_counter() - started)
+        if self.exchange is not None:
+            self._unsent_examples += outcome.n_trained
+            self.metrics.shared_unsent_examples.set(self._unsent_examples)
         if self.on_batch is not None:
             self.on_batch(messages, outcome)
 
@@ -514,9 +566,12 @@ class Job:
     def _maybe_checkpoint_and_publish(self) -> None:
         now = time.monotonic()
         cp = self.settings.checkpoint
+        every_seconds = cp.every_seconds
+        if self.exchange is not None:  # every checkpoint is an exchange
+            every_seconds = min(every_seconds, self.settings.scale.merge_interval_s)
         if self.counters.since_checkpoint and (
             self.counters.since_checkpoint >= cp.every_events
-            or now - self._last_checkpoint_at >= cp.every_seconds
+            or now - self._last_checkpoint_at >= every_seconds
         ):
             self._checkpoint(wait=False)
         sn = self.settings.snapshot
@@ -533,9 +588,21 @@ class Job:
         self.pipeline.extra_state["applied_per_partition"] = {
             str(p): n for p, n in self.counters.per_partition.items()
         }
+        on_durable: Callable[[dict[int, int], float], None] = self._on_checkpoint_durable
+        shared = self.pipeline.shared
+        if shared is not None and self.exchange is not None:
+            if self.checkpoints.in_flight and not wait:
+                return  # cut only what this checkpoint will carry
+            # Cut this shard's learning on shared rows into the outbox, which the state
+            # copy below includes; the blocks are written once the checkpoint is durable.
+            shared.cut(time.time())
+            self._unsent_examples = 0
+            self.metrics.shared_unsent_examples.set(0)
+            self.metrics.shared_last_cut_block.set(shared.next_seq - 1)
+            on_durable = self._durable_with_outbox(list(shared.outbox))
         if not self.checkpoints.save(
             self.pipeline, dict(self.positions), wait=wait,
-            on_durable=self._on_checkpoint_durable,
+            on_durable=on_durable,
         ):
             return  # the previous one is still being written: try again next time
         stall = time.perf_counter() - started
@@ -543,6 +610,58 @@ class Job:
         self.counters.since_checkpoint = 0
         self._last_checkpoint_at = time.monotonic()
         log.debug("checkpoint handed off in %.1f ms", stall * 1e3)
+
+    def _durable_with_outbox(
+        self, outbox: list[Block]
+    ) -> Callable[[dict[int, int], float], None]:
+        def durable(offsets: dict[int, int], seconds: float) -> None:
+            self._on_checkpoint_durable(offsets, seconds)
+            if self.exchange is not None:
+                self.exchange.write(outbox)
+
+        return durable
+
+    def _exchange_step(self) -> None:
+        """Fold the blocks fetched so far; ask for newer ones when the interval is up."""
+        assert self.exchange is not None and self.pipeline.shared is not None
+        shared = self.pipeline.shared
+        m = self.metrics
+        folded = 0
+        for result in self.exchange.results():
+            if isinstance(result, Written):
+                shared.written(result.seq)
+                m.shared_blocks_written.inc()
+                m.shared_last_written_block.set(result.seq)  # written in order
+            elif isinstance(result, Fetched):
+                block = result.block
+                try:
+                    if not shared.fold(block):
+                        continue
+                except ValueError as exc:
+                    m.shared_exchange_failures.inc()
+                    log.error("cannot fold shared block %d of shard %d: %s", block.seq,
+                              block.shard, exc)
+                    continue
+                folded += 1
+                label = str(block.shard)
+                m.shared_blocks_folded.labels(shard=label).inc()
+                m.shared_last_folded_block.labels(shard=label).set(block.seq)
+                m.shared_staleness_seconds.labels(shard=label).set(
+                    max(0.0, time.time() - block.created_at))
+            elif isinstance(result, Failed):
+                m.shared_exchange_failures.inc()
+                log.warning("cannot %s (retrying later): %s", result.what, result.error)
+        if folded:
+            m.shared_merges.inc()
+            # The folded rows must reach a checkpoint (and the next exchange's baseline).
+            self.counters.since_checkpoint = max(self.counters.since_checkpoint, 1)
+        now = time.monotonic()
+        if now - self._last_fetch_at >= self.settings.scale.merge_interval_s:
+            scale = self.settings.scale
+            wanted = {j: shared.folded.get(j, 0) + 1 for j in range(scale.shards)
+                      if j != scale.shard}
+            if self.exchange.fetch(wanted):
+                self._last_fetch_at = now
 
     def _on_checkpoint_durable(self, offsets: dict[int, int], seconds: float) -> None:
         """Runs on the main thread once a checkpoint's manifest is written."""
@@ -620,6 +739,8 @@ class Job:
                 self._final_checkpoint(deadline)
             self.publisher.join(max(0.0, deadline - time.monotonic()))
             self._collect_background()
+            if self.exchange is not None:
+                self.exchange.close(max(0.0, deadline - time.monotonic()))
         finally:
             self.lease.close()
             self.consumer.close()

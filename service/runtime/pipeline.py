@@ -3,6 +3,11 @@
 Pure: it takes raw message values and returns what happened to each, with no Kafka and
 no Prometheus. The job (``service.runtime.job``) does the I/O around it. Keeping the two
 apart is what lets the same pipeline run in the service, in the benchmarks and in tests.
+
+Under scale-out (``scale.shards > 1``) the pipeline also owns the shard's
+:class:`~service.scaleout.SharedParameters`: it tells them which item rows the learner is
+about to touch (so the baseline of the shared rows stays exact) and checkpoints their
+bookkeeping with the model. Folding other shards' blocks is the job's, between batches.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from service.learners import learner_from_state, make_learner
 from service.learners.base import Learner, ModelState
 from service.learners.optim import Optimizer
 from service.preprocess import Preprocessor
+from service.scaleout import SharedParameters, check_shardable
 from service.snapshots.gate import PromotionGate
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,16 @@ class Pipeline:
         self._base_optimizer: Any = None
         # Detections since the last reaction boundary, applied when it is reached.
         self._pending_reactions: list[DriftDetection] = []
+        # Scale-out: this shard's shared rows (None with one shard: nothing changes).
+        self.shared: SharedParameters | None = None
+        scale = settings.scale
+        if scale.shards > 1:
+            pre = settings.preprocess
+            check_shardable(settings.learner.model, pre.user_encoding, pre.item_encoding)
+            self.shared = SharedParameters(
+                scale.shard, scale.shards,
+                "id" if pre.item_encoding == "vocabulary" else "row")
+            self.shared.attach(self.learner, self.preprocessor.items)
 
     # -- state: everything a checkpoint saves ------------------------------------------
 
@@ -108,8 +124,11 @@ class Pipeline:
         """Copies of every component's state, namespaced ``component.array``."""
         model = self.learner.get_state()
         drift = self.drift.get_state()
+        parts: dict[str, tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]] = {}
+        if self.shared is not None:
+            parts["scaleout"] = self.shared.get_state()
         return namespaced(
-            {
+            parts | {
                 "learner": (model.arrays, {
                     "model_type": model.model_type,
                     "config": model.config,
@@ -159,6 +178,12 @@ class Pipeline:
         base = own.get("base_optimizer")
         self._base_optimizer = None if base is None else Optimizer.from_dict(base)
         self.extra_state = dict(own.get("extra", {}))
+        if self.shared is not None:
+            # The restored shared rows are the baseline: nothing in them is unsent learning
+            # (the checkpoint cut a block of everything before it).
+            self.shared.attach(self.learner, self.preprocessor.items)
+            if "scaleout" in meta:
+                self.shared.set_state(split_namespaced(arrays, "scaleout"), meta["scaleout"])
 
     def replace_learner(self, learner: Learner) -> None:
         """Continue learning from ``learner`` (the drift reaction 'reset')."""
@@ -166,6 +191,8 @@ class Pipeline:
         self._adapt_remaining = 0
         self._base_optimizer = None
         self._pending_reactions = []
+        if self.shared is not None:
+            self.shared.attach(learner, self.preprocessor.items)  # the jump is not learning
 
     # -- processing --------------------------------------------------------------------
 
@@ -181,7 +208,11 @@ class Pipeline:
 
         started = time.perf_counter()
         if len(examples.recycled_users) or len(examples.recycled_items):
+            if self.shared is not None:
+                self.shared.track(examples.recycled_items)
             self.learner.reset_rows(examples.recycled_users, examples.recycled_items)
+            if self.shared is not None:
+                self.shared.reset_items(examples.recycled_items)
         holdout_mask = examples.holdout
         n_holdout = int(holdout_mask.sum())
         train = examples.select(~holdout_mask) if n_holdout else examples
@@ -197,6 +228,8 @@ class Pipeline:
             chunk = train.slice(lo, hi) if (lo, hi) != (0, len(train)) else train
             if self.evaluator.task == "ranking":
                 self._rank_positives(chunk)
+            if self.shared is not None:
+                self.shared.track(chunk.item)
             predictions, learn_stats = self.learner.learn(chunk)
             skipped += learn_stats.n_skipped_nonfinite
             chunk_losses = self.evaluator.update(chunk.y, predictions, chunk.weight)
