@@ -29,7 +29,7 @@ from urllib.parse import quote
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.demo.generator import StreamSpec, SyntheticStream
-from service.demo.publish import make_producer, publish
+from service.demo.publish import make_producer, publish, user_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_SCRIPT = REPO_ROOT / "deploy" / "local" / "stack.sh"
@@ -126,7 +126,7 @@ def run_demo(
             chunk = 50_000
             for lo in range(0, n_events, chunk):
                 values = stream.encoded_events(min(chunk, n_events - lo), start_ms=start_ms)
-                produced["n"] += publish(producer, topic, values, rate=rate)
+                produced["n"] += publish(producer, topic, values, key=user_key, rate=rate)
 
         publisher = threading.Thread(target=produce, daemon=True)
         publisher.start()

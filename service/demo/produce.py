@@ -11,7 +11,7 @@ import time
 
 from service.config import Settings
 from service.demo.generator import StreamSpec, SyntheticStream
-from service.demo.publish import make_producer, publish
+from service.demo.publish import make_producer, publish, user_key
 from service.ingest.admin import ensure_topics
 
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         values = stream.encoded_events(
             min(chunk, args.events - sent), start_ms=int(time.time() * 1000) - stream.position,
         )
-        sent += publish(producer, kafka.topic, values, rate=args.rate)
+        sent += publish(producer, kafka.topic, values, key=user_key, rate=args.rate)
         print(f"published {sent:,} events to {kafka.topic}", flush=True)
     return 0
 
