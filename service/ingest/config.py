@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+# Consumer properties freshrec's exactly-once protocol depends on: not overridable.
+MANAGED_CONSUMER_PROPERTIES = frozenset({
+    "bootstrap.servers", "group.id", "enable.auto.commit", "enable.auto.offset.store",
+    "auto.offset.reset", "error_cb",
+})
 
 
 class KafkaConfig(BaseModel):
@@ -24,7 +30,9 @@ class KafkaConfig(BaseModel):
         5000, ge=1, le=1_000_000, description="Most messages taken from the consumer at once."
     )
     poll_timeout_s: float = Field(
-        0.05, gt=0, description="How long one poll waits for messages (seconds)."
+        0.05, gt=0,
+        description="How long one poll waits for a first message when none is waiting "
+        "(seconds); messages already fetched are taken at once.",
     )
     auto_offset_reset: str = Field(
         "earliest",
@@ -44,6 +52,27 @@ class KafkaConfig(BaseModel):
         "restarted instance takes its lease back at once instead of after the session "
         "timeout (Kafka static membership).",
     )
+
+    consumer_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties of the event consumer, e.g. "
+        '{"fetch.wait.max.ms": 10}; they override freshrec\'s fetch defaults (JSON in the '
+        "environment variable).",
+    )
+
+    @field_validator("consumer_config")
+    @classmethod
+    def _not_managed(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        managed = sorted(MANAGED_CONSUMER_PROPERTIES & value.keys())
+        if managed:
+            raise ValueError(
+                f"consumer_config may not set {managed}: freshrec manages them for "
+                "exactly-once processing (use bootstrap_servers, group_id and "
+                "auto_offset_reset instead)"
+            )
+        return value
 
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"

@@ -220,6 +220,7 @@ class Job:
             kafka.group_id,
             kafka.topic,
             auto_offset_reset=kafka.auto_offset_reset,
+            extra=kafka.consumer_config,
         )
         self.lease = LeaderLease(
             kafka.bootstrap_servers,
