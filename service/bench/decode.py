@@ -11,8 +11,9 @@ Measures, on the same generated messages (JSON bytes as a producer sends them, f
 Each figure is the best of ``--repeat`` passes, so a noisy neighbour on a shared machine
 lowers it less. ``--soak`` instead streams ``--events`` (10 million by default in that
 mode) with ``--users`` (a million) distinct users in chunks through decode and
-preprocessing, and prints the process RSS and the sizes of the bounded structures as it
-goes; it fails (exit status 1) if any structure exceeds its configured bound.
+preprocessing, and prints the process RSS, the bytes the bounded structures hold and the
+rest of the RSS (what a leak would raise) and the sizes of the structures as it goes; it
+fails (exit status 1) if any structure exceeds its configured bound.
 
 ``--state`` measures what a checkpoint costs the preprocessor: with default settings
 (capacity for about a million users, a million dedup ids, 200k pending impressions), it
@@ -25,6 +26,7 @@ Examples::
     freshrec bench decode                      # 200k events, about half a minute
     freshrec bench decode --mode ratings --events 1000000
     freshrec bench decode --soak               # 10M events, 1M users: a few minutes
+    freshrec bench decode --soak --preallocate # the same, structures at their bounds
     freshrec bench decode --state              # 20k and 1M users: about a minute
 """
 
@@ -143,54 +145,76 @@ def throughput(args: argparse.Namespace) -> int:
 def soak(args: argparse.Namespace) -> int:
     from service.bench.measure import rss_bytes
 
-    cfg = _config(args.mode, args.users, args.items)
+    # Load (or compile) every kernel first, on a small throwaway stream.
+    small = _config(args.mode, 1000, 1000)
+    Preprocessor(small).transform(decode_batch(
+        _messages(args.mode, 2000, 100, 100, args.seed + 1), START_MS + 10**7, small),
+        START_MS + 10**7)
+    cfg = _config(args.mode, args.users, args.items, preallocate=args.preallocate)
     pre = Preprocessor(cfg)
     stream = SyntheticStream(StreamSpec(n_users=args.users, n_items=args.items,
                                         mode=args.mode, seed=args.seed))  # type: ignore[arg-type]
     print(f"soak: {args.events:,} {args.mode} events, {args.users:,} users, chunks of "
-          f"{args.chunk:,}; bounds: dedup {cfg.dedup_window_events:,} ids, users "
-          f"{cfg.user_capacity - 1:,}, items {cfg.item_capacity - 1:,}, pending "
-          f"{cfg.max_pending:,}", flush=True)
-    print(f"{'events':>12s} {'ev/s':>9s} {'RSS MiB':>8s} {'state MiB':>9s} {'dedup':>10s} "
-          f"{'users':>10s} {'items':>8s} {'pending':>8s} {'recycled':>9s} {'admit-full':>10s}")
+          f"{args.chunk:,}, preallocate={cfg.preallocate}; bounds: dedup "
+          f"{cfg.dedup_window_events:,} ids, users {cfg.user_capacity - 1:,}, items "
+          f"{cfg.item_capacity - 1:,}, pending {cfg.max_pending:,}", flush=True)
+    print("ev/cpu-s: decode + preprocess of the chunk per CPU second (generation excluded); "
+          "state: bytes the bounded structures hold now (they grow by doubling up to their "
+          "bounds unless preallocated); other: RSS minus state, what a leak would raise.")
+    print(f"{'events':>12s} {'ev/cpu-s':>9s} {'RSS MiB':>8s} {'state MiB':>9s} "
+          f"{'other MiB':>9s} {'dedup':>10s} {'users':>10s} {'items':>8s} {'pending':>8s} "
+          f"{'recycled':>9s} {'admit-full':>10s}")
     done = 0
     rss: list[int] = []
+    other: list[int] = []
     ok = True
     started = time.perf_counter()
     busy = 0.0
     next_report = 0
+    peak = [0, 0, 0, 0]
+    bounds = (cfg.dedup_window_events, cfg.user_capacity - 1, cfg.item_capacity - 1,
+              cfg.max_pending)
     while done < args.events:
         # In behaviour mode a draw of n impressions yields more than n events.
         chunk = stream.encoded_events(args.chunk, start_ms=START_MS,
                                       events_per_second=EVENTS_PER_SECOND)
         chunk = chunk[: args.events - done]
         now = START_MS + int(stream.position / EVENTS_PER_SECOND * 1000) + 60_000
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for k in range(0, len(chunk), args.batch):
             pre.transform(decode_batch(chunk[k:k + args.batch], now, cfg), now)
-        busy += time.perf_counter() - t0
+        spent = max(time.process_time() - t0, 1e-9)
+        busy += spent
         done += len(chunk)
+        state = sum(getattr(pre, part).nbytes for part in ("dedup", "users", "items",
+                                                            "labels"))
         rss.append(rss_bytes())
+        other.append(rss[-1] - state)
         sizes = (len(pre.dedup), len(pre.users), len(pre.items), pre.labels.pending)
-        bounds = (cfg.dedup_window_events, cfg.user_capacity - 1, cfg.item_capacity - 1,
-                  cfg.max_pending)
+        peak = [max(p, s) for p, s in zip(peak, sizes, strict=True)]
         ok &= all(s <= b for s, b in zip(sizes, bounds, strict=True))
         if done >= next_report or done >= args.events:
             next_report = done + args.report_every
-            state = sum(getattr(pre, part).nbytes for part in ("dedup", "users", "items",
-                                                                "labels"))
             counters = pre.users.counters() if isinstance(pre.users, Vocabulary) else {}
-            print(f"{done:12,d} {len(chunk) / (time.perf_counter() - t0):9,.0f} "
-                  f"{rss[-1] / 2**20:8.0f} {state / 2**20:9.0f} {sizes[0]:10,d} "
+            print(f"{done:12,d} {len(chunk) / spent:9,.0f} {rss[-1] / 2**20:8.0f} "
+                  f"{state / 2**20:9.0f} {other[-1] / 2**20:9.0f} {sizes[0]:10,d} "
                   f"{sizes[1]:10,d} {sizes[2]:8,d} {sizes[3]:8,d} "
                   f"{counters.get('recycled', 0):9,d} {counters.get('full', 0):10,d}",
                   flush=True)
-    warm = rss[len(rss) // 4:] or rss
-    growth = max(warm) / max(min(warm), 1)
+    warm = slice(len(rss) // 4, None)
+    growth = max(rss[warm]) / max(min(rss[warm]), 1)
+    other_growth = max(other[warm]) / max(min(other[warm]), 1)
     print(f"\n{done:,} events in {time.perf_counter() - started:.0f}s "
-          f"({done / busy:,.0f} events/s in decode+preprocess, generation excluded)")
-    print(f"RSS after warm-up: {min(warm) / 2**20:.0f}-{max(warm) / 2**20:.0f} MiB "
-          f"(max/min {growth:.3f}); structures within their bounds: {'yes' if ok else 'NO'}")
+          f"({done / busy:,.0f} events per CPU second in decode+preprocess, generation "
+          "excluded)")
+    print("largest sizes seen / bounds: " + ", ".join(
+        f"{name} {p:,}/{b:,}" for name, p, b in zip(
+            ("dedup", "users", "items", "pending"), peak, bounds, strict=True)))
+    print(f"RSS after the first quarter: {min(rss[warm]) / 2**20:.0f}-"
+          f"{max(rss[warm]) / 2**20:.0f} MiB (max/min {growth:.3f}); outside the bounded "
+          f"structures: {min(other[warm]) / 2**20:.0f}-{max(other[warm]) / 2**20:.0f} MiB "
+          f"(max/min {other_growth:.3f}); structures within their bounds: "
+          f"{'yes' if ok else 'NO'}")
     return 0 if ok else 1
 
 
@@ -255,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="passes; the best is kept")
     parser.add_argument("--soak", action="store_true",
                         help="memory mode: stream many events, print RSS and structure sizes")
+    parser.add_argument("--preallocate", action="store_true",
+                        help="--soak with preprocess.preallocate=true: every bounded "
+                        "structure at its bound from the start")
     parser.add_argument("--chunk", type=int, default=20_000,
                         help="impressions (or ratings) generated at a time in --soak mode")
     parser.add_argument("--report-every", type=int, default=500_000,

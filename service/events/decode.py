@@ -1,7 +1,9 @@
 """Batch decoding: raw Kafka message values in, columnar accepted events and rejections out.
 
-Messages are parsed by orjson and screened column by column (:mod:`service.events.fast`);
-the few the screen cannot vouch for are validated one by one in Rust by pydantic-core
+Three paths, each taking only what the one before could not vouch for: a compiled scanner
+reads the typical messages straight from their bytes (:mod:`service.events.scan`); the
+rest are parsed by orjson and screened column by column (:mod:`service.events.fast`); the
+few the screen cannot vouch for are validated one by one in Rust by pydantic-core
 (:data:`EVENT_ADAPTER`), the contract's reference. Everything else (id lengths,
 timestamps, lateness, value ranges) is checked for the whole batch at once with numpy and
 a compiled timestamp parser. Only messages that fail take the slow path that works out
@@ -16,8 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,19 +25,22 @@ import numpy.typing as npt
 import pydantic_core
 from pydantic import ValidationError
 
-from service.events.fast import FIELD_NAMES, PLACEHOLDER, parse_columns
+from service.events.fast import FIELD_NAMES, MAP_FIELDS, PLACEHOLDER, parse_columns
 from service.events.gc_pause import gc_paused
+from service.events.maps import PackedMaps
 from service.events.model import (
     EVENT_ADAPTER,
     EVENT_TYPE_CODES,
     EVENT_TYPE_NAMES,
     MAX_ID_LENGTH,
+    SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
     EventType,
 )
 from service.events.packed import PackedStrings
 from service.events.reasons import Rejection, RejectReason
-from service.events.timestamps import format_rfc3339, parse_rfc3339
+from service.events.scan import ID_FIELDS, Scanned, scan_batch
+from service.events.timestamps import format_rfc3339, parse_packed_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:  # a runtime import would be circular: preprocess imports this module
     from service.preprocess.config import PreprocessConfig
@@ -52,92 +55,96 @@ _ID_FIELDS = frozenset({"event_id", "user_id", "item_id"})
 class DecodedBatch:
     """The accepted events of a batch, column by column, and the rejected messages.
 
+    Strings and maps are held packed for the compiled kernels of preprocessing (no Python
+    object per event); the ``event_id``, ``user_id``, ``item_id``, ``context``,
+    ``user_features`` and ``item_features`` properties build Python lists from them on
+    demand, for tests and tools.
+
     Parameters
     ----------
     n_input
         Number of messages given to the decoder.
     index
         Position in the input of each accepted event (ascending).
-    event_id, user_id, item_id
-        Ids as strings.
     event_type
         ``int8`` codes: see :data:`service.events.model.EVENT_TYPE_CODES`.
     ts_ms
         Event time, milliseconds since the epoch.
     value
         ``float64``; NaN when the event has no value.
-    context, user_features, item_features
-        The feature maps as sent (``None`` when absent).
+    ids
+        ``event_id``, ``user_id`` and ``item_id`` as :class:`PackedStrings` (an integer id
+        as its decimal text).
+    maps
+        ``context``, ``user_features`` and ``item_features`` as :class:`PackedMaps`.
     rejections
         One per refused message, in input order.
-    packed
-        The id columns already packed for compiled kernels (see :meth:`packed_ids`).
     """
 
     n_input: int
     index: npt.NDArray[np.int64]
-    event_id: list[str]
     event_type: npt.NDArray[np.int8]
-    user_id: list[str]
-    item_id: list[str]
     ts_ms: npt.NDArray[np.int64]
     value: npt.NDArray[np.float64]
-    context: list[FeatureMap | None]
-    user_features: list[FeatureMap | None]
-    item_features: list[FeatureMap | None]
+    ids: dict[str, PackedStrings]
+    maps: dict[str, PackedMaps]
     rejections: list[Rejection] = field(default_factory=list)
-    packed: dict[str, PackedStrings] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.index)
 
     def packed_ids(self, name: str) -> PackedStrings:
-        """Column ``name`` (``event_id``, ``user_id`` or ``item_id``) as
-        :class:`PackedStrings`: packed once while decoding, reused to hash the ids."""
-        packed = self.packed.get(name)
-        if packed is None or len(packed) != len(self.index):
-            packed = self.packed[name] = PackedStrings.from_list(getattr(self, name))
-        return packed
+        """Column ``name`` (``event_id``, ``user_id`` or ``item_id``), packed."""
+        return self.ids[name]
+
+    @property
+    def event_id(self) -> list[str]:
+        return self.ids["event_id"].to_list()
+
+    @property
+    def user_id(self) -> list[str]:
+        return self.ids["user_id"].to_list()
+
+    @property
+    def item_id(self) -> list[str]:
+        return self.ids["item_id"].to_list()
+
+    @property
+    def context(self) -> list[FeatureMap | None]:
+        return self.maps["context"].to_dicts()
+
+    @property
+    def user_features(self) -> list[FeatureMap | None]:
+        return self.maps["user_features"].to_dicts()
+
+    @property
+    def item_features(self) -> list[FeatureMap | None]:
+        return self.maps["item_features"].to_dicts()
 
     @classmethod
     def empty(cls, n_input: int = 0, rejections: list[Rejection] | None = None) -> DecodedBatch:
         return cls(
             n_input=n_input,
             index=np.zeros(0, dtype=np.int64),
-            event_id=[],
             event_type=np.zeros(0, dtype=np.int8),
-            user_id=[],
-            item_id=[],
             ts_ms=np.zeros(0, dtype=np.int64),
             value=np.zeros(0, dtype=np.float64),
-            context=[],
-            user_features=[],
-            item_features=[],
+            ids={name: PackedStrings.from_list([]) for name in ID_FIELDS},
+            maps={name: PackedMaps.empty(0) for name in MAP_FIELDS},
             rejections=rejections or [],
         )
 
     def take(self, positions: npt.NDArray[np.int64]) -> DecodedBatch:
         """The accepted events at ``positions`` (indices into the columns), same rejections."""
-        pos = positions.tolist()
-        pick = itemgetter(*pos) if len(pos) > 1 else None
-
-        def rows(column: list[Any]) -> list[Any]:
-            if not pos:
-                return []
-            return list(pick(column)) if pick is not None else [column[pos[0]]]
-
+        positions = np.ascontiguousarray(positions, dtype=np.int64)
         return DecodedBatch(
             n_input=self.n_input,
             index=self.index[positions],
-            event_id=rows(self.event_id),
             event_type=self.event_type[positions],
-            user_id=rows(self.user_id),
-            item_id=rows(self.item_id),
             ts_ms=self.ts_ms[positions],
             value=self.value[positions],
-            context=rows(self.context),
-            user_features=rows(self.user_features),
-            item_features=rows(self.item_features),
+            ids={name: p.take(positions) for name, p in self.ids.items()},
+            maps={name: m.take(positions) for name, m in self.maps.items()},
             rejections=self.rejections,
         )
 
@@ -177,8 +184,8 @@ def decode_batch(
 def _decode(
     values: Sequence[bytes | None], now_ms: int, cfg: PreprocessConfig, fast: bool
 ) -> DecodedBatch:
-    """``fast=False`` validates every message with pydantic: the reference the fast path
-    must agree with (tests compare them)."""
+    """``fast=False`` validates every message with pydantic: the reference the fast paths
+    (the compiled scanner, then the orjson screen) must agree with (tests compare them)."""
     n = len(values)
     rejections: list[Rejection] = []
     oversized = _oversized(values, cfg.max_message_bytes)
@@ -187,34 +194,41 @@ def _decode(
         work = list(values)
         for i in oversized:
             work[i] = None  # fails validation below; reported as oversized, not tombstone
-    if fast:
-        cols, slow = parse_columns(work)
+    scanned: Scanned | None = None
+    if fast and n:
+        scanned = scan_batch(work if set(map(type, work)) == {bytes}
+                             else [v if v.__class__ is bytes else b"" for v in work])
+        rest = np.flatnonzero(~scanned.ok)
     else:
-        cols = {name: [PLACEHOLDER[name]] * n for name in FIELD_NAMES}
-        slow = list(range(n))
-    # The deferred messages: pydantic validates each, exactly as the contract is written.
-    keep = np.ones(n, dtype=np.bool_)
+        rest = np.arange(n, dtype=np.int64)
+    # The messages the scanner could not read: orjson and the screen, then pydantic.
+    rest_list = rest.tolist()
+    sub = [work[k] for k in rest_list]
+    if fast:
+        cols, slow = parse_columns(sub)
+    else:
+        cols = {name: [PLACEHOLDER[name]] * len(sub) for name in FIELD_NAMES}
+        slow = list(range(len(sub)))
+    accepted = scanned.ok.copy() if scanned is not None else np.zeros(n, dtype=np.bool_)
+    accepted[rest] = True
     validate = EVENT_ADAPTER.validator.validate_json
-    for k in slow:
-        raw = values[k]
+    for j in slow:
+        k = rest_list[j]
         try:
             event = validate(work[k])
         except Exception as exc:
-            rejections.append(_reject(k, raw, exc, oversized, cfg.max_message_bytes))
-            keep[k] = False
+            rejections.append(_reject(k, values[k], exc, oversized, cfg.max_message_bytes))
+            accepted[k] = False
+            for name in FIELD_NAMES:  # neutral values in its place, dropped at the end
+                cols[name][j] = PLACEHOLDER[name]
             continue
         for name in FIELD_NAMES:
-            cols[name][k] = event[name]
-    if len(rejections):
-        flags = keep.tolist()
-        cols = {name: list(compress(col, flags)) for name, col in cols.items()}
-        index = np.flatnonzero(keep)
-    else:
-        index = np.arange(n, dtype=np.int64)
+            cols[name][j] = event[name]
     try:
-        batch = _columns(cols, index, n, now_ms, cfg, rejections)
+        batch = _columns(scanned, cols, rest, accepted, n, now_ms, cfg, rejections)
     except Exception as exc:  # pragma: no cover - defensive: a bug must not stop the stream
-        batch = DecodedBatch.empty(n, rejections + [_internal(i, exc) for i in index.tolist()])
+        batch = DecodedBatch.empty(n, rejections + [
+            _internal(i, exc) for i in np.flatnonzero(accepted).tolist()])
     batch.rejections.sort(key=_by_index)
     return batch
 
@@ -280,51 +294,81 @@ def _as_str(ids: list[Any]) -> list[str]:
     return [x if x.__class__ is str else str(x) for x in ids]
 
 
+def _timestamps(ts_raw: list[Any]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Integers pass through; strings go through the compiled RFC 3339 parser."""
+    m = len(ts_raw)
+    ts_ok = np.ones(m, dtype=np.bool_)
+    if str not in set(map(type, ts_raw)):
+        return np.array(ts_raw, dtype=np.int64).reshape(m), ts_ok
+    text_at = [k for k, t in enumerate(ts_raw) if t.__class__ is str]
+    ts = np.zeros(m, dtype=np.int64)
+    is_text = np.zeros(m, dtype=np.bool_)
+    is_text[text_at] = True
+    ints = [t for t in ts_raw if t.__class__ is not str]
+    ts[~is_text] = np.array(ints, dtype=np.int64)
+    parsed, ok = parse_rfc3339([ts_raw[k] for k in text_at])
+    ts[is_text] = parsed
+    ts_ok[is_text] = ok
+    return ts, ts_ok
+
+
 def _columns(
+    scanned: Scanned | None,
     cols: dict[str, list[Any]],
-    index: npt.NDArray[np.int64],
+    rest: npt.NDArray[np.int64],
+    accepted: npt.NDArray[np.bool_],
     n_input: int,
     now_ms: int,
     cfg: PreprocessConfig,
     rejections: list[Rejection],
 ) -> DecodedBatch:
-    m = len(index)
-    if m == 0:
+    """Every message's columns (scanned rows, then the others put in their place), the
+    contract's batch-wide checks on the accepted ones, and the batch of those that pass."""
+    n = n_input
+    if not accepted.any():
         return DecodedBatch.empty(n_input, rejections)
-    version, event_id, etype = cols["schema_version"], cols["event_id"], cols["event_type"]
-    ts_raw = cols["timestamp"]
-    user_id = _as_str(cols["user_id"])
-    item_id = _as_str(cols["item_id"])
-    codes = np.fromiter(map(EVENT_TYPE_CODES.__getitem__, etype), dtype=np.int8, count=m)
-    value = np.array(cols["value"], dtype=np.float64)  # None becomes NaN
-
-    # Timestamps: integers pass through; strings go through the compiled RFC 3339 parser.
-    ts_ok = np.ones(m, dtype=np.bool_)
-    if str in set(map(type, ts_raw)):
-        text_at = [k for k, t in enumerate(ts_raw) if t.__class__ is str]
-        ts = np.zeros(m, dtype=np.int64)
-        is_text = np.zeros(m, dtype=np.bool_)
-        is_text[text_at] = True
-        ints = [t for t in ts_raw if t.__class__ is not str]
-        ts[~is_text] = np.array(ints, dtype=np.int64)
-        parsed, ok = parse_rfc3339([ts_raw[k] for k in text_at])
-        ts[is_text] = parsed
-        ts_ok[is_text] = ok
+    r = len(rest)
+    # Rows of the others: their columns come from Python values.
+    r_codes = np.fromiter(map(EVENT_TYPE_CODES.__getitem__, cols["event_type"]),
+                          dtype=np.int8, count=r)
+    r_value = np.array(cols["value"], dtype=np.float64).reshape(r)  # None becomes NaN
+    r_ts, r_ts_ok = _timestamps(cols["timestamp"])
+    r_ids = {name: PackedStrings.from_list(_as_str(cols[name]) if name != "event_id"
+                                           else cols[name]) for name in ID_FIELDS}
+    r_maps = {name: PackedMaps.from_dicts(cols[name]) for name in MAP_FIELDS}
+    if scanned is None:  # every row is one of the others (rest is 0..n-1)
+        codes, value, ts, ts_ok = r_codes, r_value, r_ts, r_ts_ok
+        ids, maps = r_ids, r_maps
     else:
-        ts = np.array(ts_raw, dtype=np.int64)
-
-    # Packed now for the lengths, and kept: preprocessing hashes the same ids.
-    packed = {name: PackedStrings.from_list(col)
-              for name, col in (("event_id", event_id), ("user_id", user_id),
-                                ("item_id", item_id))}
-    id_len = {name: p.lengths for name, p in packed.items()}
+        codes, value, ts = scanned.event_type.copy(), scanned.value.copy(), scanned.ts_ms
+        ts_ok = np.ones(n, dtype=np.bool_)
+        if scanned.ts_is_text.any():
+            parsed, parsed_ok = parse_packed_rfc3339(scanned.ts_text)
+            ts = np.where(scanned.ts_is_text, parsed, ts)
+            ts_ok = ~scanned.ts_is_text | parsed_ok
+        ids, maps = scanned.ids, scanned.maps
+        if r:
+            codes[rest], value[rest] = r_codes, r_value
+            ts = ts.copy()
+            ts[rest], ts_ok[rest] = r_ts, r_ts_ok
+            # Row k of the batch: the scanner's row k, or row n + j of the others.
+            order = np.arange(n, dtype=np.int64)
+            order[rest] = n + np.arange(r, dtype=np.int64)
+            ids = {name: PackedStrings.concat(ids[name], r_ids[name]).take(order)
+                   for name in ID_FIELDS}
+            maps = {name: PackedMaps.concat(maps[name], r_maps[name]).take(order)
+                    for name in MAP_FIELDS}
+    # Not through numpy: a version beyond 64 bits must be refused, not overflow. The
+    # scanner only reads version 1, so only the others can carry another.
+    unknown_version = np.zeros(n, dtype=np.bool_)
+    unknown_version[rest] = ~np.fromiter(
+        map(SUPPORTED_SCHEMA_VERSIONS.__contains__, cols["schema_version"]), dtype=np.bool_,
+        count=r)
+    id_len = {name: p.lengths for name, p in ids.items()}
     is_rating = codes == _RATING
     has_value = ~np.isnan(value)
     masks = {
-        # Not through numpy: a version beyond 64 bits must be refused, not overflow.
-        RejectReason.UNKNOWN_SCHEMA_VERSION: ~np.fromiter(
-            map(SUPPORTED_SCHEMA_VERSIONS.__contains__, version), dtype=np.bool_, count=m
-        ),
+        RejectReason.UNKNOWN_SCHEMA_VERSION: unknown_version,
         RejectReason.EMPTY_ID: (id_len["event_id"] == 0)
         | (id_len["user_id"] == 0)
         | (id_len["item_id"] == 0),
@@ -339,35 +383,35 @@ def _columns(
         RejectReason.TIMESTAMP_IN_FUTURE: ts > now_ms + cfg.max_future_skew_ms,
         RejectReason.TIMESTAMP_TOO_OLD: ts < now_ms - cfg.allowed_lateness_ms,
     }
-    code = np.zeros(m, dtype=np.int8)
+    code = np.zeros(n, dtype=np.int8)
     for k, reason in enumerate(_CHECKS, start=1):
         code[(code == 0) & masks[reason]] = k
+    code[~accepted] = 0  # refused already, with the reason pydantic gave
     bad = np.flatnonzero(code)
-    for k in bad.tolist():
-        reason = _CHECKS[code[k] - 1]
-        rejections.append(
-            Rejection(int(index[k]), reason,
-                      _post_detail(reason, version[k], ts_raw[k], codes[k], value[k], ts[k],
-                                   id_len, k, now_ms, cfg))
-        )
+    if len(bad):
+        at_rest = {k: j for j, k in enumerate(rest.tolist())}
+        for k in bad.tolist():
+            reason = _CHECKS[code[k] - 1]
+            j = at_rest.get(k)
+            version = cols["schema_version"][j] if j is not None else SCHEMA_VERSION
+            ts_text = (cols["timestamp"][j] if j is not None
+                       else scanned.ts_text[k] if scanned is not None else None)
+            rejections.append(
+                Rejection(k, reason, _post_detail(reason, version, ts_text, codes[k],
+                                                  value[k], ts[k], id_len, k, now_ms, cfg))
+            )
     batch = DecodedBatch(
         n_input=n_input,
-        index=index,
-        event_id=event_id,
+        index=np.arange(n, dtype=np.int64),
         event_type=codes,
-        user_id=user_id,
-        item_id=item_id,
         ts_ms=ts,
         value=value,
-        context=cols["context"],
-        user_features=cols["user_features"],
-        item_features=cols["item_features"],
+        ids=ids,
+        maps=maps,
         rejections=rejections,
-        packed=packed,
     )
-    if len(bad):
-        keep = np.flatnonzero(code == 0)
-        batch = batch.take(keep)
+    if len(bad) or len(rejections):
+        batch = batch.take(np.flatnonzero(accepted & (code == 0)))
     return batch
 
 

@@ -134,6 +134,13 @@ def parse_rfc3339(
     return _parse_kernel(packed.codepoints, packed.offsets)  # type: ignore[no-any-return]
 
 
+def parse_packed_rfc3339(
+    packed: PackedStrings,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Like :func:`parse_rfc3339` for strings already packed."""
+    return _parse_kernel(packed.codepoints, packed.offsets)  # type: ignore[no-any-return]
+
+
 def parse_rfc3339_one(text: str) -> int | None:
     """Epoch milliseconds of one timestamp, or ``None`` when it is not valid RFC 3339."""
     ms, ok = parse_rfc3339([text])

@@ -12,7 +12,9 @@ Each map entry becomes one feature:
 Crosses ``a*b`` add one slot ``hash(a, b)`` per event where both parts are present, e.g.
 ``item*context.device`` lets a linear model learn that an item does well on phones.
 
-All hashing and scaling runs on whole-batch arrays; Python only flattens the maps.
+All hashing and scaling runs in compiled kernels over the batch's packed maps
+(:class:`~service.events.maps.PackedMaps`, as the decoder hands them over): no Python
+object per event or per entry. Lists of dicts are accepted too and packed first.
 
 Example
 -------
@@ -35,24 +37,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, compress
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from service.events.maps import BOOL, FLOAT, INT, NULL, TEXT, PackedMaps
 from service.preprocess.config import PreprocessConfig
-from service.preprocess.hashing import U64, combine_arrays, hash_strings, seed_for
+from service.preprocess.hashing import (
+    U64,
+    combine,
+    combine_arrays,
+    hash_packed,
+    hash_strings,
+    seed_for,
+)
 from service.preprocess.scaling import RunningStandardizer
 
 MAP_FIELDS = ("context", "user_features", "item_features")
 NUMERIC_SLOTS = 4096
 
-_TEXT, _NUMBER, _BOOL, _NONE = 0, 1, 2, 3
-_KIND = {str: _TEXT, int: _NUMBER, float: _NUMBER, bool: _BOOL, type(None): _NONE}
-
-FeatureMaps = Sequence[dict[str, Any] | None]
+FeatureMaps = Sequence[dict[str, Any] | None] | PackedMaps
+_TEXT, _INT, _FLOAT, _BOOL, _NULL = TEXT, INT, FLOAT, BOOL, NULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,60 +169,29 @@ class FeatureHasher:
 
     def _flatten(self, name: str, column: FeatureMaps) -> _Flat | None:
         """Every entry of one map field: owner event, key hash, value hash, features."""
-        n = len(column)
-        absent = column.count(None)
-        if absent == n:
+        maps = column if isinstance(column, PackedMaps) else PackedMaps.from_dicts(column)
+        if maps.n_entries == 0:
             return None
-        # Without a None left, the maps can go through C-level passes as they are.
-        maps = cast("Sequence[dict[str, Any]]",
-                    list(filter(None, column)) if absent else column)
-        if absent:
-            lens = np.zeros(n, dtype=np.int64)
-            present = [k for k, d in enumerate(column) if d is not None]
-            lens[present] = np.fromiter(map(len, (column[k] or () for k in present)),
-                                        dtype=np.int64, count=len(present))
-        else:
-            lens = np.fromiter(map(len, maps), dtype=np.int64, count=n)
-        total = int(lens.sum())
-        if total == 0:
-            return None
-        # The fewest C-level passes found: iterating a dict yields its keys in the same
-        # order as .values() (insertion order).
-        keys = list(chain.from_iterable(maps))
-        values = list(chain.from_iterable(map(dict.values, maps)))
-        kinds = np.fromiter(map(_KIND.__getitem__, map(type, values)), dtype=np.int8,
-                            count=total)
-        owner = np.repeat(np.arange(n, dtype=np.int64), lens)
-        hk = hash_strings(keys, self._map_seed[name])
+        n = len(maps)
+        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(maps.indptr))
+        hk = hash_packed(maps.keys, self._map_seed[name])
+        kind = maps.kind
         # hv: the value as a category (also for numbers, so crosses can use them).
-        hv = np.zeros(total, dtype=np.uint64)
-        val = np.ones(total, dtype=np.float32)
-        text_at = np.flatnonzero(kinds == _TEXT)
-        if len(text_at):
-            texts = (values if len(text_at) == total
-                     else list(compress(values, (kinds == _TEXT).tolist())))
-            hv[text_at] = hash_strings(texts, self._text_seed)
-        bool_at = np.flatnonzero(kinds == _BOOL)
-        if len(bool_at):
-            truth = np.array([values[i] for i in bool_at.tolist()], dtype=np.bool_)
-            hv[bool_at] = np.where(truth, np.uint64(self._true), np.uint64(self._false))
-        num_at = np.flatnonzero(kinds == _NUMBER)
-        idx = combine_arrays(hk, hv)
+        text_hash = hash_packed(maps.texts, self._text_seed)
+        hv, idx = _entry_hashes(kind, maps.number.view(np.uint64), hk, text_hash,
+                                np.uint64(self._true), np.uint64(self._false),
+                                np.uint64(self._number_seed), self._mask)
+        val = np.ones(len(kind), dtype=np.float32)
+        num_at = np.flatnonzero((kind == _INT) | (kind == _FLOAT))
         if len(num_at):
-            x = np.array(list(compress(values, (kinds == _NUMBER).tolist())), dtype=np.float64)
-            hv[num_at] = combine_arrays(x.view(np.uint64), _broadcast(self._number_seed,
-                                                                      len(x)))
+            # One slot per numeric key (idx = its key hash); the value carries x.
             slots = (hk[num_at] % np.uint64(NUMERIC_SLOTS)).astype(np.int64)
-            val[num_at] = self.scaler.transform(slots, x)
-            idx[num_at] = hk[num_at]  # one slot per numeric key; the value carries x
-        idx &= self._mask
-        keep = kinds != _NONE  # nulls are missing values: see the indicators
-        entries = (
-            _Entries(owner, idx.astype(np.int64), val)
-            if keep.all()
-            else _Entries(owner[keep], idx[keep].astype(np.int64), val[keep])
-        )
-        return _Flat(owner[keep], hk[keep], hv[keep], entries)
+            val[num_at] = self.scaler.transform(slots, maps.number[num_at])
+        keep = kind != _NULL  # nulls are missing values: see the indicators
+        if keep.all():
+            return _Flat(owner, hk, hv, _Entries(owner, idx, val))
+        owner = owner[keep]
+        return _Flat(owner, hk[keep], hv[keep], _Entries(owner, idx[keep], val[keep]))
 
     def _part_hash(
         self,
@@ -245,6 +221,30 @@ class FeatureHasher:
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         self.scaler.set_state(arrays, meta)
+
+
+@njit(cache=True)
+def _entry_hashes(
+    kind: npt.NDArray[np.int8], bits: U64, hk: U64, text_hash: U64, true: np.uint64,
+    false: np.uint64, number_seed: np.uint64, mask: np.uint64,
+) -> tuple[U64, npt.NDArray[np.int64]]:
+    """Per entry: the value's hash (``bits`` are the float64 bits of numbers) and the
+    feature slot, ``hash(key, value)`` or, for a number, ``hash(key)``."""
+    m = len(kind)
+    hv = np.zeros(m, dtype=np.uint64)
+    idx = np.empty(m, dtype=np.int64)
+    for e in range(m):
+        k = kind[e]
+        if k in (_INT, _FLOAT):
+            hv[e] = combine(bits[e], number_seed)
+            idx[e] = np.int64(hk[e] & mask)
+            continue
+        if k == _TEXT:
+            hv[e] = text_hash[e]
+        elif k == _BOOL:
+            hv[e] = true if bits[e] != np.uint64(0) else false
+        idx[e] = np.int64(combine(hk[e], hv[e]) & mask)
+    return hv, idx
 
 
 @njit(cache=True)

@@ -19,7 +19,6 @@ the vocabularies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -63,17 +62,6 @@ class PreprocessResult:
     examples: ExampleBatch
     rejections: list[Rejection] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def _pick(column: list[Any], positions: npt.NDArray[np.int64]) -> list[Any]:
-    pos = positions.tolist()
-    if len(pos) == len(column):
-        return column
-    if not pos:
-        return []
-    if len(pos) == 1:
-        return [column[pos[0]]]
-    return list(itemgetter(*pos)(column))
 
 
 def _gather_csr(
@@ -162,15 +150,22 @@ class Preprocessor:
         n_dup = int(dup.sum())
         rejections = []
         if n_dup:
+            event_ids = decoded.packed_ids("event_id")
             for k in np.flatnonzero(dup).tolist():
                 rejections.append(Rejection(
                     int(decoded.index[k]), RejectReason.DUPLICATE,
-                    f"event_id {decoded.event_id[k]!r:.80} was already accepted within the "
+                    f"event_id {event_ids[k]!r:.80} was already accepted within the "
                     "dedup window; producers must not reuse event ids"))
         codes = decoded.event_type
         sel = np.flatnonzero(~dup & self.labels.relevant(codes))
+        everything = len(sel) == len(codes)
         codes, ts = codes[sel], decoded.ts_ms[sel]
-        user_ids, item_ids = _pick(decoded.user_id, sel), _pick(decoded.item_id, sel)
+        user_ids, item_ids = (decoded.packed_ids(name) if everything
+                              else decoded.packed_ids(name).take(sel)
+                              for name in ("user_id", "item_id"))
+        context, user_features, item_features = (
+            decoded.maps[name] if everything else decoded.maps[name].take(sel)
+            for name in ("context", "user_features", "item_features"))
         # Hashing every accepted id and keeping the selected ones is cheaper than packing
         # the selection again: the decoder packed them already.
         user_key = hash_packed(decoded.packed_ids("user_id"), self._seed["user"])[sel]
@@ -181,9 +176,7 @@ class Preprocessor:
         user_row, recycled_users = self.users.encode(user_key, ts, user_ids)
         item_row, recycled_items = self.items.encode(item_key, ts, item_ids)
         indptr, fidx, fval = self.features.transform(
-            _pick(decoded.context, sel), _pick(decoded.user_features, sel),
-            _pick(decoded.item_features, sel), user_key, item_key, codes,
-        )
+            context, user_features, item_features, user_key, item_key, codes)
         if self.labels.task == "regression":
             examples = ExampleBatch(
                 user=user_row, item=item_row,

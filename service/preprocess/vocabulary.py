@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from service.events.packed import PackedStrings
 from service.preprocess.table import (
     Table,
     find,
@@ -359,7 +360,7 @@ class Vocabulary:
         self,
         keys: npt.NDArray[np.uint64],
         ts_ms: npt.NDArray[np.int64],
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str] | PackedStrings | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Rows of ``keys`` seen at ``ts_ms``, and the rows that changed owner (unique).
 
@@ -385,14 +386,20 @@ class Vocabulary:
 
     def _remember_ids(
         self, rows: npt.NDArray[np.int64], positions: npt.NDArray[np.int64],
-        ids: Sequence[str] | None,
+        ids: Sequence[str] | PackedStrings | None,
     ) -> None:
         # Until written below, these rows still point at their previous owner's bytes,
         # which a compaction may already have dropped: forget them first.
         self._id_len[rows] = 0
         if ids is None:
             return
-        utf8, offsets = pack_utf8([ids[p] for p in positions.tolist()])
+        if isinstance(ids, PackedStrings):
+            chosen = ids.take(positions)
+            # ASCII (the usual id) is its own UTF-8: no Python string per admitted id.
+            utf8, offsets = ((chosen.codepoints.astype(np.uint8), chosen.offsets)
+                             if chosen.is_ascii() else pack_utf8(chosen.to_list()))
+        else:
+            utf8, offsets = pack_utf8([ids[p] for p in positions.tolist()])
         if self._arena_used + len(utf8) > len(self._arena):
             self._compact_ids(len(utf8))
         start = self._arena_used
@@ -553,7 +560,7 @@ class HashingEncoder:
         self,
         keys: npt.NDArray[np.uint64],
         ts_ms: npt.NDArray[np.int64] | None = None,
-        ids: Sequence[str] | None = None,
+        ids: Sequence[str] | PackedStrings | None = None,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Rows of ``keys`` (``ts_ms`` and ``ids`` are accepted for symmetry, unused)."""
         rows = (np.asarray(keys, dtype=np.uint64) % self._modulus).astype(np.int64) + 1

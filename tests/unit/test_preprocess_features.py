@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service.events.maps import PackedMaps
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.features import FeatureHasher
 from service.preprocess.hashing import hash_strings
@@ -84,3 +88,81 @@ def test_state_round_trip_keeps_scaling() -> None:
     b.set_state(*a.get_state())
     probe = [{"x": 3.5}, {"x": 20.0}]
     assert features(a, probe) == features(b, probe)
+
+
+# -- the compiled path against a per-entry reference -------------------------------------------
+
+def reference(f: FeatureHasher, fields: list[list[dict | None]]) -> list[dict]:
+    """Each entry hashed on its own in Python: what the kernels must compute (no
+    indicators, no crosses). Numbers are scaled field by field, in event order."""
+    from service.preprocess.hashing import combine_arrays
+    from service.preprocess.scaling import RunningStandardizer
+
+    def pair(a: int, b: int) -> int:
+        return int(combine_arrays(np.array([a], np.uint64), np.array([b], np.uint64))[0])
+
+    scaler = RunningStandardizer(4096, f.scaler.clip)
+    mask = (1 << f.bits) - 1
+    n = len(fields[0])
+    rows: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+    for name, column in zip(("context", "user_features", "item_features"), fields,
+                            strict=True):
+        for i, m in enumerate(column):
+            for key, value in (m or {}).items():
+                hk = int(hash_strings([key], f._map_seed[name])[0])
+                if value is None:
+                    continue
+                if isinstance(value, bool):
+                    rows[i].append((pair(hk, f._true if value else f._false) & mask, 1.0))
+                elif isinstance(value, int | float):
+                    z = scaler.transform(np.array([hk % 4096]), np.array([float(value)]))
+                    rows[i].append((hk & mask, float(z[0])))
+                else:
+                    th = int(hash_strings([value], f._text_seed)[0])
+                    rows[i].append((pair(hk, th) & mask, 1.0))
+    return [dict(r) for r in rows]
+
+
+map_values = (st.none() | st.booleans() | st.integers(-(10**15), 10**15)
+              | st.floats(-1e15, 1e15) | st.text(max_size=4))
+feature_maps = st.none() | st.dictionaries(st.sampled_from(["device", "x", "é", "n"]),
+                                           map_values, max_size=3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(feature_maps, feature_maps, feature_maps), min_size=1, max_size=6))
+def test_packed_maps_hash_like_the_per_entry_reference(events: list[tuple]) -> None:
+    fields = [list(column) for column in zip(*events, strict=True)]
+    cfg = PreprocessConfig(feature_bits=12, missing_features={})
+    f = FeatureHasher(cfg)
+    n = len(events)
+    indptr, idx, val = f.transform(
+        *(PackedMaps.from_dicts(column) for column in fields),
+        user_key=np.arange(1, n + 1, dtype=np.uint64), item_key=np.full(n, 7, np.uint64),
+        event_type=np.ones(n, dtype=np.int8))
+    got = [dict(zip(idx[a:b].tolist(), val[a:b].tolist(), strict=True))
+           for a, b in pairwise(indptr.tolist())]
+    expected = reference(FeatureHasher(cfg), fields)
+    assert got == [
+        {k: float(np.float32(v)) for k, v in row.items()} for row in expected]
+
+
+def test_maps_from_the_decoder_hash_like_their_dicts() -> None:
+    from service.events.decode import decode_batch
+
+    events = [{"schema_version": 1, "event_id": f"e{i}", "event_type": "click",
+               "user_id": f"u{i}", "item_id": "i", "timestamp": 1_800_000_000_000 + i,
+               "context": {"device": ["ios", "web"][i % 2], "position": i, "ok": i % 3 == 0},
+               "item_features": {"price": 0.5 * i, "tag": None}} for i in range(40)]
+    values = [json.dumps(e, separators=(",", ":")).encode() for e in events]
+    decoded = decode_batch(values, 1_800_000_100_000)
+    assert len(decoded) == 40
+    cfg = PreprocessConfig(feature_bits=14, crosses=["item*context.device"])
+    keys = dict(user_key=np.arange(40, dtype=np.uint64), item_key=np.ones(40, np.uint64),
+                event_type=np.ones(40, dtype=np.int8))
+    packed = FeatureHasher(cfg).transform(*(decoded.maps[name] for name in (
+        "context", "user_features", "item_features")), **keys)
+    dicts = FeatureHasher(cfg).transform(decoded.context, decoded.user_features,
+                                         decoded.item_features, **keys)
+    for a, b in zip(packed, dicts, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
