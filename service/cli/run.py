@@ -53,8 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     # running service is stuck without stopping it.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
 
+    from service.runtime.allocator import tune_allocator
     from service.runtime.job import Job
 
+    tune_allocator()  # before any worker thread exists
     job = Job(settings, stop_when_idle_s=args.stop_when_idle)
     job.install_signal_handlers()
     return job.run()

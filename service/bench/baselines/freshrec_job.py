@@ -46,7 +46,10 @@ def progressive_rmse(evaluator: Any) -> float:
 def run(spec: WorkerSpec, progress: Progress) -> None:
     """Run the job until ``progress`` says stop; the driver set ``FRESHREC_*``."""
     from service.config import Settings
+    from service.runtime.allocator import tune_allocator
     from service.runtime.job import Job
+
+    tune_allocator()  # as `freshrec run` does
 
     settings = Settings()
     if settings.kafka.topic != spec.topic or settings.kafka.group_id != spec.group_id:
