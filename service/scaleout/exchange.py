@@ -159,7 +159,8 @@ class BlockExchange:
                 if not bundle_exists(self.store, name):
                     arrays, meta = block.to_arrays()
                     write_bundle(self.store, name, arrays,
-                                 {"format": FORMAT, "format_version": FORMAT_VERSION, **meta})
+                                 {"format": FORMAT, "format_version": FORMAT_VERSION, **meta},
+                                 kind="shared")
                 self._results.put(Written(block.seq))
             except Exception as exc:
                 # The block stays in the outbox: the next checkpoint carries it and the
@@ -197,7 +198,7 @@ class BlockExchange:
                     try:
                         arrays, manifest = read_bundle(
                             self.store, block_name(self.prefixes[shard], seq), verify=True,
-                            model=BundleManifest)
+                            model=BundleManifest, expected_kind="shared")
                     except BundleNotFound:
                         break
                     meta = manifest.meta

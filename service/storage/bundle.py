@@ -54,7 +54,7 @@ BUNDLE_FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = frozenset({1})
 MANIFEST_NAME = "manifest.json"
 
-BundleKind = Literal["checkpoint", "snapshot"]
+BundleKind = Literal["checkpoint", "snapshot", "shared"]
 M = TypeVar("M", bound="BundleManifest")
 
 
