@@ -29,10 +29,12 @@ from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
+from service.learners.row_slots import RowSlots, apply_slots, claim_row
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
 U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -117,6 +119,85 @@ def _learn_events(
     return updates, skipped
 
 
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def _learn_segments(
+    bounds: IntArray, user: IntArray, item: IntArray, y: F32, w: F32, bi: F32, P: F32,
+    Q: F32, abi: F32, aP: F32, aQ: F32, rng: U64, n_neg: int, lr: float, power_t: float,
+    t0: int, adagrad: bool, l2: float, l2_bias: float, clip_g: float, out: F32,
+    slot_u: I32, rows_u: IntArray, cnt_u: I32, gbu: F32, gbu2: F32, GU: F32, GU2: F32,
+    slot_i: I32, rows_i: IntArray, cnt_i: I32, gbi: F32, gbi2: F32, GQ: F32, GQ2: F32,
+    tmpa: F32,
+) -> tuple[int, int]:
+    k = P.shape[1]
+    updates = 0
+    skipped = 0
+    for seg in range(len(bounds) - 1):
+        nu = 0
+        ni = 0
+        learned = 0
+        # One pass scores each positive, draws its negative (in the same order as per
+        # event, so the sampler's stream does not depend on the strategy) and adds the
+        # pair's gradient to the slots of its user, positive and negative rows; the
+        # parameters are frozen for the mini-batch.
+        for n in range(bounds[seg], bounds[seg + 1]):
+            u = user[n]
+            i = item[n]
+            xi = _score(bi, P, Q, u, i)
+            out[n] = xi
+            yn = y[n]
+            wn = w[n]
+            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
+                skipped += 1
+                continue
+            if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
+                continue
+            j = uniform_int(rng, 1, n_neg - 1)
+            if j >= i:
+                j += 1
+            x = xi - _score(bi, P, Q, u, j)
+            g = np.float32(clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g))
+            if not math.isfinite(g):
+                skipped += 1
+                continue
+            si, ni = claim_row(slot_i, rows_i, cnt_i, i, ni, gbi, gbi2, GQ, GQ2)
+            sj, ni = claim_row(slot_i, rows_i, cnt_i, j, ni, gbi, gbi2, GQ, GQ2)
+            gbi[si] += g
+            gbi[sj] -= g
+            for f in range(k):
+                gp = g * P[u, f]
+                GQ[si, f] += gp
+                GQ[sj, f] -= gp
+            if u != 0:
+                su, nu = claim_row(slot_u, rows_u, cnt_u, u, nu, gbu, gbu2, GU, GU2)
+                for f in range(k):
+                    GU[su, f] += g * (Q[i, f] - Q[j, f])
+            if adagrad:  # the sums of squares (apply_slots); SGD does not read them
+                gbi2[si] += g * g
+                gbi2[sj] += g * g
+                for f in range(k):
+                    gp = g * P[u, f]
+                    GQ2[si, f] += gp * gp
+                    GQ2[sj, f] += gp * gp
+                if u != 0:
+                    for f in range(k):
+                        gu = g * (Q[i, f] - Q[j, f])
+                        GU2[su, f] += gu * gu
+            learned += 1
+        eta = scheduled_lr(lr, power_t, t0 + updates + learned)
+        # Users have no bias: their slots pass the item bias arrays, which are not read.
+        rejected = apply_slots(slot_u, rows_u, cnt_u, nu, gbu, gbu2, GU, GU2, bi, P, abi, aP,
+                               eta,
+                               adagrad, False, 0.0, 0.0, l2, tmpa)
+        rejected += apply_slots(slot_i, rows_i, cnt_i, ni, gbi, gbi2, GQ, GQ2, bi, Q, abi, aQ,
+                                eta,
+                                adagrad, True, 0.0, l2_bias, l2, tmpa)
+        # A rejected row step counts as one skipped example (at most the mini-batch's).
+        rejected = min(rejected, learned)
+        updates += learned - rejected
+        skipped += rejected
+    return updates, skipped
+
+
 class BPR(ArrayLearner):
     """BPR matrix factorisation with one uniformly sampled negative per positive.
 
@@ -133,9 +214,10 @@ class BPR(ArrayLearner):
     l2_bias
         L2 decay of the item biases (the factors use ``optimizer.l2``).
     optimizer, seed, strategy, seen_per_user, ema_decay
-        See :class:`~service.learners.array_learner.ArrayLearner`. A ``MicroBatch``
-        strategy is accepted but BPR always steps per event: its pairwise updates touch
-        three rows each and gain nothing from averaging.
+        See :class:`~service.learners.array_learner.ArrayLearner`. With ``MicroBatch``
+        each pair adds its gradient to its user, positive and negative rows, and every
+        touched row takes one averaged step per mini-batch (as biased MF); the negatives
+        are drawn in the same order as per event.
 
     Negatives are drawn from the item rows in use (below the ``used_items`` high-water
     mark, which covers the current batch): rows no item id has reached yet are not items,
@@ -179,11 +261,16 @@ class BPR(ArrayLearner):
             raise ValueError(f"n_factors must be >= 1, got {n_factors}")
         if not (init_std >= 0 and math.isfinite(init_std)):
             raise ValueError(f"init_std must be a non-negative number, got {init_std}")
+        if not (l2_bias >= 0 and math.isfinite(l2_bias)):
+            raise ValueError(f"l2_bias must be a non-negative number, got {l2_bias}")
         self.n_factors = int(n_factors)
         self.init_std = float(init_std)
         self.l2_bias = float(l2_bias)
         super().__init__(n_users, n_items, feature_bits, optimizer=optimizer, seed=seed,
                          strategy=strategy, seen_per_user=seen_per_user, ema_decay=ema_decay)
+        # Micro-batch scratch: slots of the users and items a mini-batch touches.
+        self._slots: list[RowSlots] = []
+        self._buffers: tuple[F32, ...] | None = None
 
     @classmethod
     def default_optimizer(cls, task: str | None = None) -> Optimizer:
@@ -238,17 +325,38 @@ class BPR(ArrayLearner):
         a = self.arrays
         o = self.optimizer
         out = np.empty(len(batch), dtype=np.float32)
-        t = np.empty((6, self.n_factors), dtype=np.float32)
         # Negatives come from rows 1..n_neg-1; a pair needs two candidates, so the range
         # (and with it the mark) is at least rows 1 and 2.
         self._advance_marks(0, 3)
         n_neg = self.used_items
-        updates, skipped = _learn_events(
-            batch.user, batch.item, batch.y, batch.weight, a["item_bias"], a["user_factors"],
-            a["item_factors"], a["acc_item_bias"], a["acc_user_factors"],
-            a["acc_item_factors"], a["sampler"], n_neg, o.learning_rate, o.effective_power_t,
-            self.n_updates, o.adagrad, o.l2, self.l2_bias, o.clip_gradient, out,
-            t[0], t[1], t[2], t[3], t[4], t[5])
+        common = (a["item_bias"], a["user_factors"], a["item_factors"], a["acc_item_bias"],
+                  a["acc_user_factors"], a["acc_item_factors"], a["sampler"], n_neg,
+                  o.learning_rate, o.effective_power_t, self.n_updates, o.adagrad, o.l2,
+                  self.l2_bias, o.clip_gradient, out)
+        if bounds is None:
+            t = np.empty((6, self.n_factors), dtype=np.float32)
+            updates, skipped = _learn_events(batch.user, batch.item, batch.y, batch.weight,
+                                             *common, t[0], t[1], t[2], t[3], t[4], t[5])
+        else:
+            size = int(np.diff(bounds).max())
+            if not self._slots:
+                self._slots = [RowSlots(self.n_users), RowSlots(self.n_items)]
+            su = self._slots[0].arrays(size)
+            si = self._slots[1].arrays(2 * size)  # a positive and a negative per example
+            k = self.n_factors
+            if self._buffers is None or self._buffers[0].shape[1] < len(su[1]) or (
+                    self._buffers[2].shape[1] < len(si[1])):
+                # Per slot: sums of gradients and of their squares (apply_slots).
+                self._buffers = (np.zeros((2, len(su[1]), k), dtype=np.float32),
+                                 np.zeros((2, len(su[1])), dtype=np.float32),
+                                 np.zeros((2, len(si[1]), k), dtype=np.float32),
+                                 np.zeros((2, len(si[1])), dtype=np.float32),
+                                 np.zeros(k, dtype=np.float32))
+            GU, gbu, GQ, gbi, tmpa = self._buffers
+            updates, skipped = _learn_segments(bounds, batch.user, batch.item, batch.y,
+                                               batch.weight, *common, *su, gbu[0], gbu[1],
+                                               GU[0], GU[1], *si, gbi[0], gbi[1], GQ[0],
+                                               GQ[1], tmpa)
         return out, int(updates), int(skipped)
 
     def score_pairs(self, users: IntArray, items: IntArray) -> FloatArray:

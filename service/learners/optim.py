@@ -40,7 +40,7 @@ FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 """Fast-math flags for the kernels: reassociation lets LLVM vectorise the dot products.
 ``nnan``/``ninf`` are left out on purpose: the finite checks must stay meaningful."""
 
-_ADAGRAD_EPS = 1e-7
+ADAGRAD_EPS = 1e-7
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +128,7 @@ def step(param: float, grad: float, acc: float, lr: float, adagrad: bool) -> tup
     """One update of one coordinate: returns (new parameter, new AdaGrad accumulator)."""
     if adagrad:
         acc = acc + grad * grad
-        return param - lr * grad / (math.sqrt(acc) + _ADAGRAD_EPS), acc
+        return param - lr * grad / (math.sqrt(acc) + ADAGRAD_EPS), acc
     return param - lr * grad, acc
 
 

@@ -4,16 +4,20 @@
   The most responsive, and what the compiled kernels are built for.
 * :class:`MicroBatch` — cut the stream into mini-batches of ``size`` examples or
   ``interval_ms`` of event time, whichever comes first; predict the whole mini-batch with
-  the parameters from before it, then apply one averaged gradient step. Averaging is per
-  parameter row (each touched user/item/feature row divides its summed gradient by the
-  number of examples that touched it), because an average over the whole mini-batch
-  would shrink the step of a row seen once by the mini-batch size. With SGD, a row seen
+  the parameters from before it, then apply one step per touched parameter row. The
+  kernels score each example and add its gradient to the slots of its rows in one pass
+  (:mod:`service.learners.row_slots`), then step each row once. Biased MF, FM and BPR
+  step along the row's *mean* gradient (per row: an average over the whole mini-batch
+  would shrink the step of a row seen once by the mini-batch size); with SGD, a row seen
   ``c`` times steps with :func:`row_rate` (``1 - (1 - eta) ** c``), so popular rows do
-  not learn ``c`` times slower than per event. The running target statistics (global
-  mean and range of regression targets) are not parameters: they are updated per example
-  even within a mini-batch, as per event. Scoring the first mini-batch of a stream with
-  no mean at all was most of the gap between micro-batch and per-event RMSE on short
-  streams (0.912 against 0.809 on ``freshrec bench e2e --quick``).
+  not learn ``c`` times slower than per event. FTRL applies the *sum* of its
+  coordinates' per-event updates with the weight frozen (its per-coordinate rate comes
+  from the sum of squared gradients, which averaging would under-count). The running
+  target statistics (global mean and range of regression targets) are not parameters:
+  they are updated per example even within a mini-batch, as per event. Scoring the first
+  mini-batch of a stream with no mean at all was most of the gap between micro-batch and
+  per-event RMSE on short streams (0.912 against 0.809 on ``freshrec bench e2e
+  --quick``). Every model has a micro-batch kernel: biased MF, FM, FTRL and BPR.
 * :class:`WindowRetrain` — the batch approach online learning replaces: keep the last
   ``window`` examples, and every ``every`` examples train a fresh model from scratch on
   the window (``epochs`` passes) and swap it in. Predictions between retrains come from a

@@ -45,6 +45,7 @@ MODELS = [
     LearnerConfig(model="ftrl", strategy="micro_batch", ema_decay=0.5),
     LearnerConfig(model="bpr", n_factors=3),
     LearnerConfig(model="bpr", n_factors=3, optimizer="adagrad", ema_decay=0.6),
+    LearnerConfig(model="bpr", n_factors=3, strategy="micro_batch", micro_batch_size=6),
     LearnerConfig(model="sklearn"),
 ]
 IDS = [f"{c.model}-{c.strategy}-{c.optimizer}-ema{c.ema_decay}" for c in MODELS]

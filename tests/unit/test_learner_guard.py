@@ -20,6 +20,8 @@ CONFIGS = [
     LearnerConfig(model="ftrl"),
     LearnerConfig(model="ftrl", strategy="micro_batch", micro_batch_size=4),
     LearnerConfig(model="bpr", n_factors=4),
+    LearnerConfig(model="bpr", n_factors=4, strategy="micro_batch", micro_batch_size=4),
+    LearnerConfig(model="bpr", n_factors=4, strategy="micro_batch", optimizer="adagrad"),
     LearnerConfig(model="sklearn"),
 ]
 

@@ -9,7 +9,16 @@ from sklearn.metrics import roc_auc_score
 from service.demo.generator import StreamSpec, SyntheticStream
 from service.evaluation import sampled_ranks
 from service.examples import ExampleBatch
-from service.learners import BPR, FM, FTRL, BiasedMF, LearnerConfig, SklearnSGD, make_learner
+from service.learners import (
+    BPR,
+    FM,
+    FTRL,
+    BiasedMF,
+    LearnerConfig,
+    MicroBatch,
+    SklearnSGD,
+    make_learner,
+)
 
 N_USERS, N_ITEMS = 300, 120
 
@@ -87,14 +96,16 @@ def test_ftrl_side_features_and_l1_sparsity() -> None:
     assert (w == 0).sum() > 900  # L1 leaves untouched and weak coordinates exactly zero
 
 
-def test_bpr_ranks_positives_above_random_items() -> None:
+@pytest.mark.parametrize("strategy", [None, MicroBatch(64)], ids=["per_event", "micro_batch"])
+def test_bpr_ranks_positives_above_random_items(strategy: MicroBatch | None) -> None:
     rng = np.random.default_rng(1)
     n = 60_000
     users = rng.integers(1, 200, n)
     # Two taste groups: even users use items 1..29, odd users 30..59.
     items = np.where(users % 2 == 0, rng.integers(1, 30, n), rng.integers(30, 60, n))
-    model = BPR(200, 60, n_factors=8)
-    model.learn(ExampleBatch.from_arrays(users, items, np.ones(n)))
+    model = BPR(200, 60, n_factors=8, strategy=strategy)
+    _, stats = model.learn(ExampleBatch.from_arrays(users, items, np.ones(n)))
+    assert stats.n_updates == n
     test_u = rng.integers(1, 200, 2000)
     test_i = np.where(test_u % 2 == 0, rng.integers(1, 30, 2000), rng.integers(30, 60, 2000))
     ranks = sampled_ranks(model.score_pairs, test_u, test_i, 60, 20, rng)
@@ -120,5 +131,10 @@ def test_invalid_rows_are_rejected_with_a_clear_message() -> None:
         model.learn(ExampleBatch.from_arrays([10], [1], [3.0]))
     with pytest.raises(ValueError, match="n_factors"):
         BiasedMF(10, 10, n_factors=0)
+    for cls in (BiasedMF, BPR):
+        with pytest.raises(ValueError, match="l2_bias"):
+            cls(10, 10, l2_bias=-1.0)
+        with pytest.raises(ValueError, match="l2_bias"):
+            cls(10, 10, l2_bias=float("nan"))
     with pytest.raises(ValueError, match="only does"):
         make_learner(LearnerConfig(model="ftrl", task="regression"), 10, 10, 8)

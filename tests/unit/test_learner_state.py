@@ -20,6 +20,7 @@ MODELS = [
     LearnerConfig(model="ftrl"),
     LearnerConfig(model="ftrl", strategy="micro_batch"),
     LearnerConfig(model="bpr", n_factors=4),
+    LearnerConfig(model="bpr", n_factors=4, strategy="micro_batch", micro_batch_size=9),
     LearnerConfig(model="sklearn"),
 ]
 

@@ -1,0 +1,198 @@
+"""Dense slots for the rows one mini-batch touches, for the micro-batch kernels.
+
+A micro-batch step sums each touched parameter row's gradient over the mini-batch, then
+applies one step per row. Accumulating into tables as large as the parameters (one
+gradient row per user, item or hashed feature) scatters the writes over hundreds of
+megabytes at the default capacity (1M users x 32 factors is 128 MB of scratch) and misses
+the cache on every touch. Instead each touched row gets a *slot*, numbered in order of
+first touch inside the mini-batch: the gradient buffers are ``slots x k`` (a few tens of
+kilobytes, resident in L1/L2), and the only table of the parameters' length is the
+``int32`` map from row to slot (4 bytes a row), which is ``-1`` everywhere between
+mini-batches: the kernels put back every entry they claimed.
+
+Example
+-------
+>>> import numpy as np
+>>> slots = RowSlots(n_rows=10)
+>>> slot, rows, count = slots.arrays(capacity=4)
+>>> s, n = claim(slot, rows, count, 7, 0)
+>>> s, n, int(rows[0]), int(count[0])
+(0, 1, 7, 0)
+>>> claim(slot, rows, count, 7, n)        # the same row again: the same slot
+(0, 1)
+>>> release(slot, rows, n); bool((slot == -1).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from service.learners.optim import ADAGRAD_EPS, FASTMATH, soft_threshold
+from service.learners.strategies import row_rate
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+
+
+class RowSlots:
+    """The row-to-slot map of one table and per-slot bookkeeping, reused across calls.
+
+    Parameters
+    ----------
+    n_rows
+        Rows of the parameter table (the map's length).
+    """
+
+    def __init__(self, n_rows: int) -> None:
+        if n_rows < 1:
+            raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+        self.n_rows = int(n_rows)
+        self._slot = np.full(self.n_rows, -1, dtype=np.int32)
+        self._rows = np.zeros(0, dtype=np.int64)
+        self._count = np.zeros(0, dtype=np.int32)
+
+    def arrays(self, capacity: int) -> tuple[I32, I64, I32]:
+        """The map, and the slot rows and counts for at least ``capacity`` slots.
+
+        ``capacity`` is capped at ``n_rows`` (a mini-batch cannot touch more rows than
+        exist); the buffers grow, never shrink, so steady state allocates nothing.
+        """
+        capacity = max(1, min(int(capacity), self.n_rows))
+        if len(self._rows) < capacity:
+            self._rows = np.zeros(capacity, dtype=np.int64)
+            self._count = np.zeros(capacity, dtype=np.int32)
+        return self._slot, self._rows, self._count
+
+
+@njit(cache=True, inline="always")
+def claim(slot: I32, rows: I64, count: I32, r: int, n: int) -> tuple[int, int]:
+    """The slot of row ``r`` (a new one if ``r`` is not in a slot yet).
+
+    ``n`` is the number of slots in use; returns ``(slot of r, slots in use)``. A new
+    slot's count starts at 0 and the caller counts the examples that add a gradient to
+    it (a slot may be claimed to cache a value for scoring an example that is then not
+    learned from); the caller also zeroes its own buffers when the slot is new (when the
+    returned count of slots is ``n + 1``).
+    """
+    s = slot[r]
+    if s < 0:
+        s = n
+        slot[r] = s
+        rows[s] = r
+        count[s] = 0
+        return s, n + 1
+    return s, n
+
+
+@njit(cache=True, inline="always")
+def claim_row(slot: I32, rows: I64, count: I32, r: int, n: int, gb: F32, gb2: F32,
+              G: F32, G2: F32) -> tuple[int, int]:
+    """:func:`claim` for an example that adds a gradient: the slot is counted once more,
+    and a new slot's gradient buffers (sums ``gb[s]``, ``G[s]`` and sums of squares
+    ``gb2[s]``, ``G2[s]``) start at zero."""
+    s, m = claim(slot, rows, count, r, n)
+    if m != n:
+        gb[s] = 0.0
+        gb2[s] = 0.0
+        for f in range(G.shape[1]):
+            G[s, f] = 0.0
+            G2[s, f] = 0.0
+    count[s] += 1
+    return s, m
+
+
+@njit(cache=True, inline="always")
+def release(slot: I32, rows: I64, n: int) -> None:
+    """Put back the ``n`` claimed map entries (the map is all ``-1`` again)."""
+    for s in range(n):
+        slot[rows[s]] = -1
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: F32,
+                G2: F32, b: F32, F: F32, ab: F32, aF: F32, eta: float, adagrad: bool,
+                with_bias: bool, l1_bias: float, l2_bias: float, l2: float,
+                tmpa: F32) -> int:
+    """One step per slot from its examples' gradients; frees the slots.
+
+    Each slot ``s`` with a count ``c`` above zero holds, for row ``rows[s]``, the sum of
+    its examples' loss gradients and the sum of their squares (AdaGrad only): ``gb[s]``
+    and ``gb2[s]`` for its linear term ``b`` (a bias or a linear weight; ignored unless
+    ``with_bias``), ``G[s]`` and ``G2[s]`` for its factors ``F``. The L2 terms are added
+    here, with the parameters frozen for the mini-batch. ``G[s]`` is overwritten with the row's new
+    factors, which the guard checks (one finite check on the sum of every new value)
+    before any is written; a rejected row is counted and left as it was.
+
+    * SGD steps along the mean gradient with the rate ``c`` sequential steps have on a
+      quadratic loss (:func:`~service.learners.strategies.row_rate`), so popular rows
+      learn about as fast as they would per event instead of ``c`` times slower.
+    * AdaGrad adds every example's squared gradient to the accumulator, as per event,
+      and steps along the *summed* gradient: ``-eta sum g / sqrt(acc + sum g^2)``. That
+      is the sum of the ``c`` per-event steps with the denominator frozen at its final
+      value, so it is per event exactly for ``c = 1`` and never moves a coordinate by
+      more than ``eta sqrt(c)``. (Stepping along the mean gradient with the accumulator
+      grown by its square learned too slowly early on: RMSE 0.62 against 0.54 per event
+      over 20k events of a small stream; ``row_rate`` on top of that overshot, 1.09.)
+
+    L1 on the linear term is a proximal soft threshold after the step. Float32
+    throughout, so the factor loops vectorise.
+    """
+    k = F.shape[1]
+    l2f = np.float32(l2)
+    l2b = np.float32(l2_bias)
+    eps = np.float32(ADAGRAD_EPS)
+    two = np.float32(2.0)  # an int literal would promote the float32 loops to float64
+    rejected = 0
+    for s in range(m):
+        r = rows[s]
+        slot[r] = -1
+        if count[s] == 0:
+            continue
+        c = np.float32(count[s])
+        inv = np.float32(1.0) / c
+        rate = np.float32(eta) if adagrad else np.float32(row_rate(eta, count[s]))
+        nb = np.float32(0.0)
+        nab = np.float32(0.0)
+        if with_bias:
+            lb = l2b * b[r]
+            if adagrad:
+                nab = ab[r] + gb2[s] + two * lb * gb[s] + c * lb * lb
+                nb = b[r] - rate * (gb[s] + c * lb) / (np.sqrt(nab) + eps)
+            else:
+                nb = b[r] - rate * (gb[s] * inv + lb)
+            if l1_bias > 0.0:
+                nb = np.float32(soft_threshold(nb, float(rate) * l1_bias))
+        total = nb
+        if adagrad:
+            for f in range(k):
+                p = F[r, f]
+                lp = l2f * p
+                acc = aF[r, f] + G2[s, f] + two * lp * G[s, f] + c * lp * lp
+                tmpa[f] = acc
+                v = p - rate * (G[s, f] + c * lp) / (np.sqrt(acc) + eps)
+                G[s, f] = v
+                total += v
+        else:
+            for f in range(k):
+                v = F[r, f] - rate * (G[s, f] * inv + l2f * F[r, f])
+                G[s, f] = v
+                total += v
+        if not math.isfinite(total):
+            rejected += 1
+            continue
+        if with_bias:
+            b[r] = nb
+            if adagrad:
+                ab[r] = nab
+        for f in range(k):
+            F[r, f] = G[s, f]
+        if adagrad:
+            for f in range(k):
+                aF[r, f] = tmpa[f]
+    return rejected
