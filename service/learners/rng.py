@@ -86,7 +86,7 @@ def stream_key(seed: int, stream: int) -> int:
     return _mix64(_mix64(seed) + stream * 0x9E3779B97F4A7C15)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # runs on background threads (gate, restore)
 def _fill_init(out: npt.NDArray[np.float32], key: np.uint64, first_row: int,
                scale: float) -> None:
     rows, k = out.shape
