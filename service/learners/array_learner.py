@@ -26,6 +26,7 @@ from service.learners.interactions import Interactions, top_k
 from service.learners.layout import Ranges, RowSpan, compact, expand_into, kept_ranges
 from service.learners.optim import Optimizer
 from service.learners.strategies import PerEvent, Strategy, strategy_from_dict
+from service.residency import prefault
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -38,6 +39,8 @@ READABLE_FORMAT_VERSIONS = (1, 2)
 # Set while from_state builds a learner: the constructor then leaves the randomly
 # initialised tables unfilled, and from_state fills only the rows the state does not carry.
 _RESTORING: ContextVar[bool] = ContextVar("freshrec_learner_restoring", default=False)
+
+
 
 
 class ArrayLearner:
@@ -400,6 +403,21 @@ class ArrayLearner:
     def clone(self) -> Self:
         """A fresh, untrained learner with the same hyperparameters (and seed)."""
         return type(self).from_config(self.get_config())
+
+    def fault_in(self) -> None:
+        """Make every page of the capacity-sized tables resident now.
+
+        Tables allocated with zeros are mapped lazily by the OS: each page takes memory
+        the first time a row on it is written, i.e. as ids are admitted. With
+        ``preprocess.preallocate`` the runtime calls this so that memory is taken at
+        startup, not over the first hours of a large population. Values are unchanged.
+        """
+        tables = [*self.arrays.values(), *vars(self.interactions).values()]
+        if self.average is not None:
+            tables += list(self.average.arrays.values())
+        for table in tables:
+            if isinstance(table, np.ndarray):
+                prefault(table)
 
     def n_parameters(self) -> int:
         """Number of learned scalars."""

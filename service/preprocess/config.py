@@ -154,9 +154,10 @@ class PreprocessConfig(BaseModel):
     preallocate: bool = Field(
         default=False,
         description="Allocate (and fault in) the dedup window, vocabularies and pending "
-        "rings at their bounds at startup, about 200 MB with the defaults, instead of "
-        "growing them by doubling as ids arrive: no growth pauses, more memory from the "
-        "start. Checkpoints are the same size either way.",
+        "rings at their bounds at startup, about 200 MB with the defaults, and fault in "
+        "the model's zero-initialised tables, instead of growing them as ids arrive: no "
+        "growth pauses, flat memory, more memory from the start. Checkpoints are the same "
+        "size either way.",
     )
 
     @field_validator("crosses")

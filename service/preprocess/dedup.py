@@ -35,10 +35,10 @@ from service.preprocess.table import (
     insert,
     new_table,
     nonzero,
-    prefault,
     remove,
     reserve,
 )
+from service.residency import prefault
 
 _INT64_MIN = np.iinfo(np.int64).min
 # meta: head, size, watermark

@@ -61,11 +61,11 @@ from service.preprocess.table import (
     insert,
     new_table,
     nonzero,
-    prefault,
     remove,
     reserve,
     value_at,
 )
+from service.residency import prefault
 
 IMPRESSION = EventType.IMPRESSION.code
 CLICK = EventType.CLICK.code

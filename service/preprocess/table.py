@@ -44,13 +44,6 @@ def new_table(capacity: int) -> Table:
     return np.zeros((table_size(capacity), 2), dtype=np.uint64)
 
 
-def prefault(array: npt.NDArray[Any]) -> None:
-    """Make the OS back every page of ``array`` now (one write per page, values kept), so
-    that the hot loop never pays a first-touch page fault."""
-    flat = array.reshape(-1).view(np.uint8)
-    flat[::4096] = flat[::4096].copy()
-
-
 @njit(cache=True)
 def _rehash(old: Table, new: Table) -> None:
     for i in range(len(old)):

@@ -58,11 +58,11 @@ from service.preprocess.table import (
     insert,
     new_table,
     nonzero,
-    prefault,
     remove,
     reserve,
     value_at,
 )
+from service.residency import prefault
 
 _WAYS = 4
 _INT64_MIN = np.iinfo(np.int64).min
