@@ -12,6 +12,7 @@ from service.runtime.pipeline import Pipeline
 _CHILD = """
 import numpy as np
 from service.learners.biased_mf import BiasedMF
+from service.learners.optim import Optimizer
 
 def rss_mb():
     with open("/proc/self/statm") as f:
