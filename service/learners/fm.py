@@ -235,9 +235,16 @@ def _learn_segments(
         # row_rate); every other row steps once along its own mean gradient.
         if learned:
             w0[0] -= eta * g0 / learned
+        # Binary: no coordinate moves more than one per-event step can (eta). The summed
+        # AdaGrad step moves a coordinate up to eta sqrt(c); at the start of a stream the
+        # dozens of hashed features most examples share all take it in the same direction
+        # (the gradients are computed with the model frozen) and the logit overshoots:
+        # log loss 0.729 over the first 5,000 events of clicks-wide against 0.623 with
+        # the cap (per event 0.612); over the stream 0.5883 against 0.5914 (per event
+        # 0.5890). Regression is slightly worse with it (RMSE 0.6765 against 0.6761).
         rejected = apply_slots(slot, srows, cnt, nt, gW, gW2, GV, GV2, W, V, aW, aV, eta,
-                               adagrad,
-                               True, l1, l2_w, l2_v, tmpa)
+                               adagrad, True, l1, l2_w, l2_v, tmpa,
+                               eta if binary else 0.0)
         # A rejected row step counts as one skipped example (at most the mini-batch's).
         rejected = min(rejected, learned)
         updates += learned - rejected
@@ -265,7 +272,10 @@ class FM(ArrayLearner):
         L2 decay of the linear weights (the factors use ``optimizer.l2``); L1 on the
         linear weights is ``optimizer.l1``.
     optimizer, seed, strategy, seen_per_user, ema_decay
-        See :class:`~service.learners.array_learner.ArrayLearner`.
+        See :class:`~service.learners.array_learner.ArrayLearner`. With ``MicroBatch``
+        and ``task="binary"`` no coordinate moves more than ``eta`` per mini-batch (the
+        most one per-event AdaGrad step can move it), so features shared by most of a
+        mini-batch do not overshoot together at the start of a stream.
 
     Example
     -------

@@ -30,13 +30,11 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.hashing import BIAS_FIELD, ITEM_FIELD, USER_FIELD, hash_array, hash_index
-from service.learners.optim import Optimizer, clip
-from service.learners.row_slots import RowSlots, claim
+from service.learners.optim import FASTMATH, Optimizer, clip
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-I32 = npt.NDArray[np.int32]
 
 
 @njit(cache=True, inline="always")
@@ -133,74 +131,102 @@ def _learn_events(
     return updates, skipped
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath=FASTMATH)
 def _learn_segments(
     bounds: IntArray, user: IntArray, item: IntArray, indptr: IntArray, fidx: IntArray,
     fval: F32, y: F32, w: F32, mask: int, Z: F64, N: F64, alpha: float, beta: float,
-    l1: float, l2: float, clip_g: float, out: F32, rows: IntArray, xs: F64, js: IntArray,
-    slot: I32, srows: IntArray, cnt: I32, G: F64, G2: F64, sw: F64,
+    l1: float, l2: float, clip_g: float, out: F32, tr: IntArray, tx: F64, tw: F64, tg: F64,
+    start: IntArray,
 ) -> tuple[int, int]:
+    """Micro-batches: the weights frozen per mini-batch, each coordinate's updates summed.
+
+    The mini-batch's touches are copied to flat arrays (``tr``, ``tx``; example ``n``'s
+    are ``start[n - lo]`` to ``start[n - lo + 1]``), which the passes below then walk in
+    order. Deduplicating the coordinates first (row slots, an open-addressing table, or
+    marking each coordinate's last touch) to derive each weight and apply each update
+    once cost more than the square roots it saved: 0.68-0.91M events/s against 1.1-1.2M
+    per event on clicks-wide, where this kernel runs 1.3x per event.
+    """
     updates = 0
     skipped = 0
+    bias = hash_index(BIAS_FIELD, 0, mask)
+    inv_alpha = 1.0 / alpha
+    c0 = beta / alpha + l2
     for seg in range(len(bounds) - 1):
-        nt = 0
-        learned = 0
-        rejected = 0
-        # The weights are frozen for the mini-batch, so each coordinate's weight (a
-        # square root and a division) is derived once per mini-batch and cached in its
-        # slot (``sw``), not once per event; on wide, Zipf-distributed features most
-        # touches hit a coordinate the mini-batch has already seen.
-        for n in range(bounds[seg], bounds[seg + 1]):
-            m = _gather(n, user, item, indptr, fidx, fval, mask, rows, xs)
+        lo = bounds[seg]
+        hi = bounds[seg + 1]
+        # 1. Every (coordinate, value) the mini-batch touches, in event order, into flat
+        #    scratch; example n's touches are start[n - lo] .. start[n - lo + 1].
+        t = 0
+        for n in range(lo, hi):
+            start[n - lo] = t
+            tr[t] = bias
+            tx[t] = 1.0
+            t += 1
+            if user[n] != 0:
+                tr[t] = hash_index(USER_FIELD, user[n], mask)
+                tx[t] = 1.0
+                t += 1
+            if item[n] != 0:
+                tr[t] = hash_index(ITEM_FIELD, item[n], mask)
+                tx[t] = 1.0
+                t += 1
+            for j in range(indptr[n], indptr[n + 1]):
+                if fval[j] != 0.0:
+                    tr[t] = fidx[j]
+                    tx[t] = fval[j]
+                    t += 1
+        start[hi - lo] = t
+        touches = t
+        # 2. The frozen weight of every touch, in one branch-free loop: its loads are
+        #    independent, so the cache misses of rare coordinates overlap (the per-event
+        #    kernel waits for each event's updates before the next event's weights).
+        for t in range(touches):
+            r = tr[t]
+            z = Z[r]
+            tw[t] = -math.copysign(max(abs(z) - l1, 0.0), z) / (c0 + math.sqrt(N[r]) * inv_alpha)
+        # 3. Score every example with the frozen weights; its gradient per touch (zero for
+        #    an example that is skipped or has no weight).
+        for n in range(lo, hi):
+            a = start[n - lo]
+            b = start[n - lo + 1]
             dot = 0.0
-            for j in range(m):
-                r = rows[j]
-                s, nt2 = claim(slot, srows, cnt, r, nt)
-                if nt2 != nt:
-                    sw[s] = _weight(Z[r], N[r], alpha, beta, l1, l2)
-                    G[s] = 0.0
-                    G2[s] = 0.0
-                    nt = nt2
-                js[j] = s
-                dot += sw[s] * xs[j]
+            for t in range(a, b):
+                dot += tw[t] * tx[t]
             p = _sigmoid(dot)
             out[n] = p
             yn = y[n]
             wn = w[n]
+            g = 0.0
             if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(dot)):
                 skipped += 1
-                continue
-            if wn <= 0.0:
-                continue
-            g = clip(wn * (p - yn), clip_g)
-            for j in range(m):
-                s = js[j]
-                gi = g * xs[j]
-                cnt[s] += 1
-                G[s] += gi
-                G2[s] += gi * gi
-            learned += 1
-        for s in range(nt):
-            r = srows[s]
-            slot[r] = -1
-            if cnt[s] == 0:
-                continue  # claimed to score an example that was not learned from
-            if not (math.isfinite(G[s]) and math.isfinite(G2[s])):
-                rejected += 1
-                continue
-            # The per-event updates of the coordinate's examples, summed, with the weight
-            # frozen at its value before the mini-batch: the sigmas of successive steps
-            # telescope to one, so this is exact but for the frozen weight. (Averaging
-            # instead, one step along the mean gradient, under-counts n and was worse:
-            # log loss 0.5896 against 0.5864 per event on clicks-wide.)
+            elif wn > 0.0:
+                g = clip(wn * (p - yn), clip_g)
+                total = 0.0
+                for t in range(a, b):
+                    total += g * tx[t]
+                # Finite g and features mean finite z and n: one check per example.
+                if math.isfinite(total):
+                    updates += 1
+                else:
+                    skipped += 1
+                    g = 0.0
+            if g == 0.0:
+                for t in range(a, b):
+                    tg[t] = 0.0  # a zero gradient leaves z and n exactly as they are
+            else:
+                for t in range(a, b):
+                    tg[t] = g * tx[t]
+        # 4. Each touch's update with the weight frozen at its value before the mini-batch.
+        #    The sigmas of one coordinate's successive touches telescope, so this is the
+        #    coordinate's summed update, (sqrt(n + sum g^2) - sqrt(n)) / alpha.
+        for t in range(touches):
+            gi = tg[t]
+            r = tr[t]
             nr = N[r]
-            sigma = (math.sqrt(nr + G2[s]) - math.sqrt(nr)) / alpha
-            Z[r] += G[s] - sigma * sw[s]
-            N[r] = nr + G2[s]
-        # A rejected coordinate step counts as one skipped example (at most the segment's).
-        rejected = min(rejected, learned)
-        updates += learned - rejected
-        skipped += rejected
+            n2 = nr + gi * gi
+            Z[r] += gi - (math.sqrt(n2) - math.sqrt(nr)) * inv_alpha * tw[t]
+            N[r] = n2
     return updates, skipped
 
 
@@ -223,7 +249,12 @@ class FTRL(ArrayLearner):
         0.5867 without it, and a sparse model.
     optimizer
         Only ``clip_gradient`` is used: FTRL has its own update.
-    seed, strategy, seen_per_user, ema_decay
+    strategy
+        With ``MicroBatch`` the mini-batch is scored with the weights from before it, and
+        each coordinate then takes the sum of its examples' per-event updates with the
+        weight frozen (``z += sum g - sigma w``, ``n += sum g^2``: the sigmas of
+        successive updates telescope, so only the frozen weight differs from per event).
+    seed, seen_per_user, ema_decay
         See :class:`~service.learners.array_learner.ArrayLearner`.
 
     Example
@@ -275,9 +306,9 @@ class FTRL(ArrayLearner):
         self.l2 = float(l2)
         super().__init__(n_users, n_items, feature_bits, optimizer=optimizer, seed=seed,
                          strategy=strategy, seen_per_user=seen_per_user, ema_decay=ema_decay)
-        # Micro-batch scratch: slots of the coordinates a mini-batch touches (row_slots.py).
-        self._slots: RowSlots | None = None
-        self._buffers: tuple[F64, F64, F64] | None = None
+        # Micro-batch scratch (one mini-batch's touches), grown on demand and reused.
+        self._touches: tuple[IntArray, F64, F64, F64] | None = None
+        self._starts: IntArray | None = None
 
     @property
     def mask(self) -> int:
@@ -313,15 +344,18 @@ class FTRL(ArrayLearner):
         if bounds is None:
             updates, skipped = _learn_events(*head)
         else:
-            if self._slots is None:
-                self._slots = RowSlots(1 << self.feature_bits)
-            slot, srows, cnt = self._slots.arrays(int(np.diff(bounds).max()) * len(rows))
-            if self._buffers is None or len(self._buffers[0]) < len(srows):
-                self._buffers = (np.zeros(len(srows), dtype=np.float64),
-                                 np.zeros(len(srows), dtype=np.float64),
-                                 np.zeros(len(srows), dtype=np.float64))
-            updates, skipped = _learn_segments(bounds, *head[:-1], np.empty(len(rows), np.int64),
-                                               slot, srows, cnt, *self._buffers)
+            size = int(np.diff(bounds).max())
+            # Touches of the widest possible mini-batch: its size times the widest example.
+            capacity = size * len(rows)
+            if self._touches is None or len(self._touches[0]) < capacity:
+                self._touches = (np.empty(capacity, dtype=np.int64),
+                                 np.empty(capacity, dtype=np.float64),
+                                 np.empty(capacity, dtype=np.float64),
+                                 np.empty(capacity, dtype=np.float64))
+            if self._starts is None or len(self._starts) < size + 1:
+                self._starts = np.empty(size + 1, dtype=np.int64)
+            updates, skipped = _learn_segments(bounds, *head[:-3], *self._touches,
+                                               self._starts)
         return out, int(updates), int(skipped)
 
     def weights(self, rows: IntArray) -> F64:

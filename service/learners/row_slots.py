@@ -10,6 +10,10 @@ kilobytes, resident in L1/L2), and the only table of the parameters' length is t
 ``int32`` map from row to slot (4 bytes a row), which is ``-1`` everywhere between
 mini-batches: the kernels put back every entry they claimed.
 
+numba's on-disk cache (``cache=True``) keys a kernel on its own source file only: after
+changing this module, clear ``service/learners/__pycache__/*.nb[ic]`` (or touch
+``biased_mf.py``, ``fm.py`` and ``bpr.py``), or their cached kernels keep the old code.
+
 Example
 -------
 >>> import numpy as np
@@ -27,6 +31,7 @@ True
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -114,11 +119,22 @@ def release(slot: I32, rows: I64, n: int) -> None:
         slot[rows[s]] = -1
 
 
+@njit(cache=True, inline="always")
+def _bound(d: Any, cap: Any) -> Any:  # float32 in, float32 out (no promotion)
+    """``d`` bounded to ``[-cap, cap]``; a NaN stays a NaN (``min``/``max`` may drop it),
+    so the finite check still rejects the row."""
+    if d > cap:
+        return cap
+    if d < -cap:
+        return -cap
+    return d
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: F32,
                 G2: F32, b: F32, F: F32, ab: F32, aF: F32, eta: float, adagrad: bool,
                 with_bias: bool, l1_bias: float, l2_bias: float, l2: float,
-                tmpa: F32) -> int:
+                tmpa: F32, max_step: float = 0.0) -> int:
     """One step per slot from its examples' gradients; frees the slots.
 
     Each slot ``s`` with a count ``c`` above zero holds, for row ``rows[s]``, the sum of
@@ -140,6 +156,15 @@ def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: 
       grown by its square learned too slowly early on: RMSE 0.62 against 0.54 per event
       over 20k events of a small stream; ``row_rate`` on top of that overshot, 1.09.)
 
+    ``max_step`` (AdaGrad; 0: none) bounds how far the step moves each coordinate; FM
+    binary passes ``eta``, the most one per-event step can move it. The sum of squares
+    added to the accumulator, ``sum_e (g_e + l2 p)^2`` expanded, is clamped at 0: float32
+    rounding made it -1.7e-16 for a row seen once (FM, ``ratings``), and the square root
+    of it was a NaN that reached the factors *past the finite check*: with FMA contraction
+    (``FASTMATH``) LLVM may round the copies of one expression differently, here the
+    stored accumulator and the square root's argument (without ``contract`` no NaN got
+    through on the same stream). Clamped, no copy can be negative (``test_learner_guard``).
+
     L1 on the linear term is a proximal soft threshold after the step. Float32
     throughout, so the factor loops vectorise.
     """
@@ -148,6 +173,9 @@ def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: 
     l2b = np.float32(l2_bias)
     eps = np.float32(ADAGRAD_EPS)
     two = np.float32(2.0)  # an int literal would promote the float32 loops to float64
+    zero = np.float32(0.0)
+    cap = np.float32(max_step)
+    capped = max_step > 0.0
     rejected = 0
     for s in range(m):
         r = rows[s]
@@ -162,8 +190,13 @@ def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: 
         if with_bias:
             lb = l2b * b[r]
             if adagrad:
-                nab = ab[r] + gb2[s] + two * lb * gb[s] + c * lb * lb
-                nb = b[r] - rate * (gb[s] + c * lb) / (np.sqrt(nab) + eps)
+                # sum_e (g_e + lb)^2, expanded; rounding can make it slightly negative
+                # (then sqrt gives NaN), so it is clamped at its true lower bound, 0.
+                nab = ab[r] + max(gb2[s] + two * lb * gb[s] + c * lb * lb, zero)
+                d = rate * (gb[s] + c * lb) / (np.sqrt(nab) + eps)
+                if capped:
+                    d = _bound(d, cap)
+                nb = b[r] - d
             else:
                 nb = b[r] - rate * (gb[s] * inv + lb)
             if l1_bias > 0.0:
@@ -173,9 +206,12 @@ def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: 
             for f in range(k):
                 p = F[r, f]
                 lp = l2f * p
-                acc = aF[r, f] + G2[s, f] + two * lp * G[s, f] + c * lp * lp
+                acc = aF[r, f] + max(G2[s, f] + two * lp * G[s, f] + c * lp * lp, zero)
                 tmpa[f] = acc
-                v = p - rate * (G[s, f] + c * lp) / (np.sqrt(acc) + eps)
+                d = rate * (G[s, f] + c * lp) / (np.sqrt(acc) + eps)
+                if capped:
+                    d = _bound(d, cap)
+                v = p - d
                 G[s, f] = v
                 total += v
         else:

@@ -4,10 +4,13 @@
   The most responsive, and what the compiled kernels are built for.
 * :class:`MicroBatch` — cut the stream into mini-batches of ``size`` examples or
   ``interval_ms`` of event time, whichever comes first; predict the whole mini-batch with
-  the parameters from before it, then apply one step per touched parameter row. The
-  kernels score each example and add its gradient to the slots of its rows in one pass
-  (:mod:`service.learners.row_slots`), then step each row once. Biased MF, FM and BPR
-  step along the row's *mean* gradient (per row: an average over the whole mini-batch
+  the parameters from before it, then apply one step per touched parameter row. Biased
+  MF and FM score each example and add its gradient to the slots of its rows in one pass
+  (:mod:`service.learners.row_slots`), then step each row once; BPR gives a slot only to
+  rows the mini-batch touches more than once and steps the others in place; FTRL copies
+  the mini-batch's features into flat arrays, computes every frozen weight in one pass
+  and applies each coordinate's updates in order. Biased MF, FM and BPR step along the
+  row's *mean* gradient (per row: an average over the whole mini-batch
   would shrink the step of a row seen once by the mini-batch size); with SGD, a row seen
   ``c`` times steps with :func:`row_rate` (``1 - (1 - eta) ** c``), so popular rows do
   not learn ``c`` times slower than per event. FTRL applies the *sum* of its

@@ -59,3 +59,48 @@ def test_no_input_makes_parameters_non_finite(ys: list[float], ws: list[float],
     assert model.is_finite()
     assert np.isfinite(model.predict(batch)).all()
     assert np.isfinite(model.recommend(1, k=3)[1]).all()
+
+
+def test_adagrad_slot_step_never_takes_the_root_of_a_negative_sum() -> None:
+    # The slot's sums are inconsistent on purpose: the expanded sum of squares
+    # G2 + 2 lp G + c lp^2 is -19 (rounding made it -1.7e-16 on a real stream); its root
+    # was a NaN that the row's finite check did not always stop. Clamped at 0, the row
+    # takes a finite step and its accumulator stays non-negative.
+    from service.learners.row_slots import RowSlots, apply_slots
+
+    slots = RowSlots(4)
+    slot, rows, count = slots.arrays(1)
+    slot[2], rows[0], count[0] = 0, 2, 1
+    b = np.zeros(4, np.float32)
+    F = np.ones((4, 3), np.float32)
+    ab = np.zeros(4, np.float32)
+    aF = np.zeros((4, 3), np.float32)
+    gb, gb2 = np.array([-10.0], np.float32), np.zeros(1, np.float32)
+    G, G2 = np.full((1, 3), -10.0, np.float32), np.zeros((1, 3), np.float32)
+    rejected = apply_slots(slot, rows, count, 1, gb, gb2, G, G2, b, F, ab, aF, 0.1, True,
+                           True, 0.0, 1.0, 1.0, np.zeros(3, np.float32))
+    assert rejected == 0
+    assert np.isfinite(F).all() and np.isfinite(b).all()
+    assert (aF >= 0).all() and (ab >= 0).all()
+    assert (slot == -1).all()
+
+
+def test_bounded_adagrad_slot_step_still_rejects_a_non_finite_gradient() -> None:
+    # FM binary bounds each step (max_step); an infinite gradient sum must still be
+    # rejected and leave the row and its accumulators as they were, not be bounded into
+    # a finite step with an infinite accumulator.
+    from service.learners.row_slots import RowSlots, apply_slots
+
+    slots = RowSlots(4)
+    slot, rows, count = slots.arrays(1)
+    slot[1], rows[0], count[0] = 0, 1, 2
+    b = np.zeros(4, np.float32)
+    F = np.ones((4, 3), np.float32)
+    ab = np.zeros(4, np.float32)
+    aF = np.zeros((4, 3), np.float32)
+    gb, gb2 = np.array([np.inf], np.float32), np.array([np.inf], np.float32)
+    G, G2 = np.full((1, 3), np.inf, np.float32), np.full((1, 3), np.inf, np.float32)
+    rejected = apply_slots(slot, rows, count, 1, gb, gb2, G, G2, b, F, ab, aF, 0.1, True,
+                           True, 0.0, 0.0, 0.0, np.zeros(3, np.float32), 0.1)
+    assert rejected == 1
+    assert (F == 1).all() and (b == 0).all() and (aF == 0).all() and (ab == 0).all()

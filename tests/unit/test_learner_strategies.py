@@ -102,3 +102,119 @@ def test_ftrl_and_bpr_micro_batches_score_with_frozen_parameters(make: Any) -> N
     assert stats.n_updates == 6
     assert len(set(preds[:3].tolist())) == 1 and len(set(preds[3:].tolist())) == 1
     assert preds[3] != preds[0]  # one averaged step between the two mini-batches
+
+
+# -- micro-batch kernels against plain numpy references of their rules -------------------
+
+
+def _ftrl_reference(model: FTRL, b: ExampleBatch, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """FTRL micro-batches in numpy: weights frozen per mini-batch, each coordinate's
+    per-event updates summed (its sigmas telescope to one)."""
+    from service.learners.hashing import BIAS_FIELD, ITEM_FIELD, USER_FIELD, hash_index
+
+    z = model.arrays["z"].copy()
+    n = model.arrays["n"].copy()
+    mask = model.mask
+    for lo in range(0, len(b), size):
+        hi = min(len(b), lo + size)
+        w = -(z - np.sign(z) * model.l1) / ((model.beta + np.sqrt(n)) / model.alpha
+                                            + model.l2)
+        w[np.abs(z) <= model.l1] = 0.0
+        gsum = np.zeros_like(z)
+        g2sum = np.zeros_like(z)
+        for e in range(lo, hi):
+            rows = [hash_index(BIAS_FIELD, 0, mask), hash_index(USER_FIELD, b.user[e], mask),
+                    hash_index(ITEM_FIELD, b.item[e], mask)]
+            rows += b.feat_idx[b.feat_indptr[e]:b.feat_indptr[e + 1]].tolist()
+            p = 1.0 / (1.0 + np.exp(-sum(w[r] for r in rows)))
+            for r in rows:
+                gsum[r] += p - b.y[e]
+                g2sum[r] += (p - b.y[e]) ** 2
+        sigma = (np.sqrt(n + g2sum) - np.sqrt(n)) / model.alpha
+        z += gsum - sigma * w
+        n += g2sum
+    return z, n
+
+
+def test_ftrl_micro_batch_sums_each_coordinates_updates_with_frozen_weights() -> None:
+    b = _implicit(300, 3)
+    model = FTRL(10, 12, feature_bits=8, l1=0.1, strategy=MicroBatch(32))
+    model.learn(_implicit(100, 4))  # start from non-zero z and n
+    z, n = _ftrl_reference(model, b, 32)
+    model.learn(b)
+    np.testing.assert_allclose(model.arrays["z"], z, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.arrays["n"], n, rtol=1e-9, atol=1e-12)
+
+
+def _bpr_reference(model: BPR, b: ExampleBatch, size: int) -> dict[str, np.ndarray]:
+    """BPR SGD micro-batches in numpy: each touched row steps once along its mean
+    gradient with row_rate(eta, count), the parameters frozen for the mini-batch."""
+    from service.learners.rng import uniform_int
+    from service.learners.strategies import row_rate
+
+    a = {k: v.astype(np.float64) for k, v in model.arrays.items()}
+    sampler = model.arrays["sampler"].copy()
+    eta, l2, l2b = model.optimizer.learning_rate, model.optimizer.l2, model.l2_bias
+    n_neg = max(model.used_items, int(b.item.max()) + 1, 3)  # learn() raises the mark first
+    bi, P, Q = a["item_bias"], a["user_factors"], a["item_factors"]
+    for lo in range(0, len(b), size):
+        gb = np.zeros_like(bi)
+        gP, gQ = np.zeros_like(P), np.zeros_like(Q)
+        cu, ci = np.zeros(len(P)), np.zeros(len(Q))
+        for e in range(lo, min(len(b), lo + size)):
+            u, i = int(b.user[e]), int(b.item[e])
+            if b.y[e] <= 0:
+                continue
+            j = uniform_int(sampler, 1, n_neg - 1)
+            j += j >= i
+            x = (bi[i] + P[u] @ Q[i]) - (bi[j] + P[u] @ Q[j])
+            g = -1.0 / (1.0 + np.exp(x))
+            gb[i] += g
+            gb[j] -= g
+            gQ[i] += g * P[u]
+            gQ[j] -= g * P[u]
+            gP[u] += g * (Q[i] - Q[j])
+            ci[i] += 1
+            ci[j] += 1
+            cu[u] += 1
+        for rows, c, grad, table in ((np.flatnonzero(cu), cu, gP, P),
+                                     (np.flatnonzero(ci), ci, gQ, Q)):
+            rate = np.array([row_rate(eta, int(k)) for k in c[rows]])[:, None]
+            table[rows] -= rate * (grad[rows] / c[rows, None] + l2 * table[rows])
+        rows = np.flatnonzero(ci)
+        rate = np.array([row_rate(eta, int(k)) for k in ci[rows]])
+        bi[rows] -= rate * (gb[rows] / ci[rows] + l2b * bi[rows])
+    return a
+
+
+def test_bpr_micro_batch_steps_each_row_once_along_its_mean_gradient() -> None:
+    # 40 users and 30 items in mini-batches of 16: most rows are touched once (stepped
+    # in place), some several times (slots), as in a real stream.
+    rng = np.random.default_rng(5)
+    b = ExampleBatch.from_arrays(rng.integers(1, 40, 400), rng.integers(1, 30, 400),
+                                 rng.integers(0, 2, 400))
+    model = BPR(40, 30, n_factors=4, l2_bias=0.01, strategy=MicroBatch(16))
+    model.learn(_implicit(50, 6))
+    ref = _bpr_reference(model, b, 16)
+    model.learn(b)
+    for name in ("item_bias", "user_factors", "item_factors"):
+        np.testing.assert_allclose(model.arrays[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_fm_binary_micro_batch_moves_no_coordinate_more_than_one_step() -> None:
+    # 64 examples sharing every feature, all clicked: the summed AdaGrad step from a
+    # cold start would move each shared coordinate by eta * sqrt(64) = 8 eta.
+    n = 64
+    b = ExampleBatch.from_arrays(np.full(n, 3), np.full(n, 4), np.ones(n))
+    b.feat_indptr = np.arange(0, 5 * n + 1, 5, dtype=np.int64)
+    b.feat_idx = np.tile(np.arange(5), n)
+    b.feat_val = np.ones(5 * n, dtype=np.float32)
+    model = FM(10, 12, feature_bits=4, task="binary", n_factors=3, init_std=0.1,
+               strategy=MicroBatch(n))
+    eta = model.optimizer.learning_rate
+    W, V = model.arrays["weights"].copy(), model.arrays["factors"].copy()
+    model.learn(b)
+    dW = np.abs(model.arrays["weights"] - W)
+    dV = np.abs(model.arrays["factors"] - V)
+    assert dW.max() <= eta * (1 + 1e-5) and dV.max() <= eta * (1 + 1e-5)
+    assert dW.max() >= eta * 0.99  # the shared linear weights did take a full step
