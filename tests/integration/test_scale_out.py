@@ -34,7 +34,7 @@ from tests.streams import sample, service_env
 pytestmark = pytest.mark.integration
 
 N_EVENTS = 60_000
-RATE = 5_000  # events/s: the stream lasts ~12 s, so the shards exchange many times
+RATE = 5_000  # events/s: the stream lasts ~12 s, so the shards exchange ~12 times
 MERGE_INTERVAL_S = 0.5
 
 
@@ -96,7 +96,12 @@ def test_two_shards_learn_as_well_as_one_instance(
         return service_env(kafka_bootstrap, topic, storage,
                            FRESHREC_KAFKA__GROUP_ID=group,
                            FRESHREC_KAFKA__AUTO_OFFSET_RESET="earliest",
-                           FRESHREC_KAFKA__BATCH_SIZE="2000", **extra)
+                           FRESHREC_KAFKA__BATCH_SIZE="2000",
+                           # Drift reactions ('adapt' raises the learning rate) fire at
+                           # points that depend on batch timing: with them the single
+                           # instance's own RMSE moved 0.69-0.77 between runs, more than
+                           # the difference this test looks for.
+                           FRESHREC_DRIFT__ENABLED="false", **extra)
 
     single_env = env("single", f"one-{uuid.uuid4().hex[:8]}")
     group = f"two-{uuid.uuid4().hex[:8]}"
@@ -176,12 +181,16 @@ def test_two_shards_learn_as_well_as_one_instance(
     combined = math.sqrt(sum(n * r * r for r, n in rmse_shards) / n_total)
     print(f"progressive RMSE: one instance {rmse_single:.4f}, two shards {combined:.4f} "
           f"({combined / rmse_single:.3f}x); merges {merges}, blocks folded {folded}")
-    assert combined <= 1.03 * rmse_single
+    # Measured with the default learner (AdaGrad) and drift reactions off: 1.025-1.027x,
+    # the cost of shared rows arriving about one exchange (~1 s, ~5k events) late; at
+    # half the rate (twice the exchanges per event) 1.019-1.020x. Without merging each
+    # shard learns every item from half the users.
+    assert combined <= 1.04 * rmse_single
     assert min(merges) > 0 and min(folded) > 0
 
     # Merging matters: the shards' item biases agree. Learned apart, each shard's bias of
     # an item comes from a disjoint half of the users; with merging switched off
-    # (merge_interval_s=1e5) this measure was 0.69 on this stream, with merging 0.00-0.01:
+    # (merge_interval_s=1e5) this measure was 0.69 on this stream, with merging 0.03-0.05:
     # what is left are deltas dropped before an item had a row in use in a shard.
     bias = [_item_bias_by_key(capture) for _, capture in shard_state]
     common = sorted(set(bias[0]) & set(bias[1]))
