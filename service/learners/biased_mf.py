@@ -31,7 +31,7 @@ from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init
-from service.learners.row_slots import RowSlots, apply_slots, claim_row
+from service.learners.row_slots import FactorScratch, ScratchArrays, apply_slots, claim_row
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
@@ -264,8 +264,7 @@ class BiasedMF(ArrayLearner):
         self.l2_bias = float(l2_bias)
         super().__init__(n_users, n_items, feature_bits, optimizer=optimizer, seed=seed,
                          strategy=strategy, seen_per_user=seen_per_user, ema_decay=ema_decay)
-        self._slots: list[RowSlots] = []
-        self._buffers: tuple[F32, ...] | None = None
+        self._scratch: FactorScratch | None = None  # micro-batch slots, made when needed
 
     @classmethod
     def default_optimizer(cls, task: str | None = None) -> Optimizer:
@@ -348,27 +347,11 @@ class BiasedMF(ArrayLearner):
                 gbi[0], gbi[1], GQ[0], GQ[1], tmpa)
         return out, int(updates), int(skipped)
 
-    def _segment_scratch(self, size: int) -> tuple[Any, ...]:
-        """Slots of the users and items of a mini-batch of ``size`` and their buffers.
-
-        Reused across calls (grown when a larger mini-batch comes); the kernel leaves the
-        row-to-slot maps empty again.
-        """
-        if not self._slots:
-            self._slots = [RowSlots(self.n_users), RowSlots(self.n_items)]
-        su = self._slots[0].arrays(size)
-        si = self._slots[1].arrays(size)
-        k = self.n_factors
-        if self._buffers is None or self._buffers[0].shape[1] < len(su[1]) or (
-                self._buffers[2].shape[1] < len(si[1])):
-            # Per slot: sums of gradients and of their squares (row_slots.apply_slots).
-            self._buffers = (np.zeros((2, len(su[1]), k), dtype=np.float32),
-                             np.zeros((2, len(su[1])), dtype=np.float32),
-                             np.zeros((2, len(si[1]), k), dtype=np.float32),
-                             np.zeros((2, len(si[1])), dtype=np.float32),
-                             np.zeros(k, dtype=np.float32))
-        GU, gbu, GQ, gbi, tmpa = self._buffers
-        return su, GU, gbu, si, GQ, gbi, tmpa
+    def _segment_scratch(self, size: int) -> ScratchArrays:
+        """Slots of the users and items of a mini-batch of ``size`` and their buffers."""
+        if self._scratch is None:
+            self._scratch = FactorScratch(self.n_users, self.n_items, self.n_factors)
+        return self._scratch.arrays(size, size)
 
     def _item_scores(self, user: int) -> FloatArray:
         a = self.arrays

@@ -29,7 +29,7 @@ from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import ADAGRAD_EPS, FASTMATH, Optimizer, clip, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
-from service.learners.row_slots import RowSlots, apply_slots
+from service.learners.row_slots import FactorScratch, apply_slots
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
@@ -456,8 +456,7 @@ class BPR(ArrayLearner):
         super().__init__(n_users, n_items, feature_bits, optimizer=optimizer, seed=seed,
                          strategy=strategy, seen_per_user=seen_per_user, ema_decay=ema_decay)
         # Micro-batch scratch: slots of the users and items a mini-batch touches.
-        self._slots: list[RowSlots] = []
-        self._buffers: tuple[F32, ...] | None = None
+        self._scratch: FactorScratch | None = None
 
     @classmethod
     def default_optimizer(cls, task: str | None = None) -> Optimizer:
@@ -526,20 +525,11 @@ class BPR(ArrayLearner):
                                              *common, t[0], t[1], t[2], t[3], t[4], t[5])
         else:
             size = int(np.diff(bounds).max())
-            if not self._slots:
-                self._slots = [RowSlots(self.n_users), RowSlots(self.n_items)]
-            su = self._slots[0].arrays(size)
-            si = self._slots[1].arrays(2 * size)  # a positive and a negative per example
+            if self._scratch is None:
+                self._scratch = FactorScratch(self.n_users, self.n_items, self.n_factors)
+            # A positive and a negative item per example.
+            su, GU, gbu, si, GQ, gbi, tmpa = self._scratch.arrays(size, 2 * size)
             k = self.n_factors
-            if self._buffers is None or self._buffers[0].shape[1] < len(su[1]) or (
-                    self._buffers[2].shape[1] < len(si[1])):
-                # Per slot: sums of gradients and of their squares (apply_slots).
-                self._buffers = (np.zeros((2, len(su[1]), k), dtype=np.float32),
-                                 np.zeros((2, len(su[1])), dtype=np.float32),
-                                 np.zeros((2, len(si[1]), k), dtype=np.float32),
-                                 np.zeros((2, len(si[1])), dtype=np.float32),
-                                 np.zeros(k, dtype=np.float32))
-            GU, gbu, GQ, gbi, tmpa = self._buffers
             # Per example: its negative (-1: not learned) and its loss gradient; the new
             # values of the rows a pair touches once.
             neg = np.empty(size, dtype=np.int64)

@@ -43,6 +43,8 @@ from service.learners.strategies import row_rate
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
+# (user slots, GU, gbu, item slots, GQ, gbi, tmp): see FactorScratch.arrays.
+ScratchArrays = tuple[tuple[I32, I64, I32], F32, F32, tuple[I32, I64, I32], F32, F32, F32]
 
 
 class RowSlots:
@@ -74,6 +76,44 @@ class RowSlots:
             self._count = np.zeros(capacity, dtype=np.int32)
         return self._slot, self._rows, self._count
 
+
+
+class FactorScratch:
+    """Micro-batch scratch of a model with user and item factor rows (BiasedMF, BPR):
+    the slots of both tables and, per slot, the sums of gradients and of their squares
+    that :func:`apply_slots` reads. Reused across calls and grown when a larger
+    mini-batch comes; the kernels leave the row-to-slot maps empty again.
+
+    Parameters
+    ----------
+    n_users, n_items
+        Rows of the user and item tables.
+    n_factors
+        Columns of the factor tables.
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int) -> None:
+        self.users = RowSlots(n_users)
+        self.items = RowSlots(n_items)
+        self.n_factors = int(n_factors)
+        self._buffers: tuple[F32, F32, F32, F32, F32] | None = None
+
+    def arrays(self, user_slots: int, item_slots: int) -> ScratchArrays:
+        """``(user slots, GU, gbu, item slots, GQ, gbi, tmp)`` for at least that many
+        user and item slots; ``G*``/``gb*`` hold sums of gradients at ``[0]`` and of their
+        squares at ``[1]``, ``tmp`` is a vector of ``n_factors``."""
+        su = self.users.arrays(user_slots)
+        si = self.items.arrays(item_slots)
+        b = self._buffers
+        if b is None or b[0].shape[1] < len(su[1]) or b[2].shape[1] < len(si[1]):
+            k = self.n_factors
+            b = self._buffers = (np.zeros((2, len(su[1]), k), dtype=np.float32),
+                                 np.zeros((2, len(su[1])), dtype=np.float32),
+                                 np.zeros((2, len(si[1]), k), dtype=np.float32),
+                                 np.zeros((2, len(si[1])), dtype=np.float32),
+                                 np.zeros(k, dtype=np.float32))
+        GU, gbu, GQ, gbi, tmp = b
+        return su, GU, gbu, si, GQ, gbi, tmp
 
 @njit(cache=True, inline="always")
 def claim(slot: I32, rows: I64, count: I32, r: int, n: int) -> tuple[int, int]:
