@@ -24,6 +24,23 @@ def _empty_float() -> FloatArray:
     return np.zeros(0, dtype=np.float32)
 
 
+def gather_csr(indptr: IntArray, rows: IntArray) -> tuple[IntArray, IntArray]:
+    """The CSR ``indptr`` of the selected ``rows`` (in that order, repeats allowed) and the
+    positions of their entries in the original entry arrays.
+
+    >>> indptr, at = gather_csr(np.array([0, 2, 2, 5]), np.array([2, 0]))
+    >>> indptr.tolist(), at.tolist()
+    ([0, 3, 5], [2, 3, 4, 0, 1])
+    """
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out[1:])
+    # Position j of the output comes from starts[row] + (j - out[row]).
+    positions = np.arange(int(out[-1]), dtype=np.int64) + np.repeat(starts - out[:-1], lengths)
+    return out, positions
+
+
 @dataclass(slots=True)
 class ExampleBatch:
     """``n`` training examples in stream order.
@@ -168,14 +185,8 @@ class ExampleBatch:
         Recycled rows are not carried over: they belong to the batch as it arrived.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        starts = self.feat_indptr[rows]
-        lengths = self.feat_indptr[rows + 1] - starts
-        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        total = int(indptr[-1])
-        if total:
-            # Position j of the output comes from starts[row] + (j - indptr[row]).
-            gather = np.repeat(starts - indptr[:-1], lengths) + np.arange(total, dtype=np.int64)
+        indptr, gather = gather_csr(self.feat_indptr, rows)
+        if len(gather):
             fidx, fval = self.feat_idx[gather], self.feat_val[gather]
         else:
             fidx, fval = _empty_int(), _empty_float()

@@ -28,23 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.events.packed import PackedStrings, take_ragged
+from service.examples import gather_csr
 
 # Entry kinds. INT and FLOAT are both numbers for the features; the kind keeps what was
 # sent so that the dicts can be given back unchanged.
 TEXT, INT, FLOAT, BOOL, NULL = 0, 1, 2, 3, 4
 _KIND_OF = {str: TEXT, int: INT, float: FLOAT, bool: BOOL, type(None): NULL}
-
-
-def _entry_positions(
-    indptr: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """CSR ``indptr`` of the selected rows and the positions of their entries."""
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    out = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    positions = np.arange(int(out[-1]), dtype=np.int64) + np.repeat(starts - out[:-1], lengths)
-    return out, positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +124,7 @@ class PackedMaps:
     def take(self, rows: npt.NDArray[np.int64]) -> PackedMaps:
         """The maps of events ``rows``, in that order."""
         rows = np.ascontiguousarray(rows, dtype=np.int64)
-        indptr, at = _entry_positions(self.indptr, rows)
+        indptr, at = gather_csr(self.indptr, rows)
         keys_ptr, keys_cp = take_ragged(self.keys.offsets, self.keys.codepoints, at)
         text_ptr, text_cp = take_ragged(self.texts.offsets, self.texts.codepoints, at)
         return PackedMaps(self.present[rows], indptr, PackedStrings(keys_cp, keys_ptr),

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from service.events.decode import DecodedBatch
 from service.events.gc_pause import gc_paused
 from service.events.reasons import Rejection, RejectReason
-from service.examples import ExampleBatch
+from service.examples import ExampleBatch, gather_csr
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.dedup import Deduplicator
 from service.preprocess.features import FeatureHasher
@@ -62,19 +62,6 @@ class PreprocessResult:
     examples: ExampleBatch
     rejections: list[Rejection] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def _gather_csr(
-    indptr: npt.NDArray[np.int64], rows: npt.NDArray[np.int64]
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """CSR ``indptr`` of the selected rows and the positions of their entries."""
-    starts = indptr[rows]
-    lengths = indptr[rows + 1] - starts
-    out = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    total = int(out[-1])
-    positions = np.arange(total, dtype=np.int64) + np.repeat(starts - out[:-1], lengths)
-    return out, positions
 
 
 class Preprocessor:
@@ -222,7 +209,7 @@ class Preprocessor:
         holdout: Any, indptr: Any, fidx: Any, fval: Any,
     ) -> ExampleBatch:
         pos = lab.positives
-        pos_indptr, pos_entries = _gather_csr(indptr, pos)
+        pos_indptr, pos_entries = gather_csr(indptr, pos)
         # A pending impression's row may have changed owner while it waited: then it is
         # no longer that user's (item's) row, and the negative goes to row 0.
         neg_user, neg_item = lab.neg_user, lab.neg_item
