@@ -202,16 +202,26 @@ class _Capture:
         raise NotImplementedError
 
 
-def newest_checkpoint(storage: StorageConfig, group: str, topic: str) -> tuple[
-    dict[int, int], dict[str, npt.NDArray[Any]], dict[str, Any]
-]:
-    """Offsets, arrays and (pipeline) metadata of the newest complete checkpoint."""
+def newest_checkpoint(storage: StorageConfig, group: str, topic: str, folder: str = "",
+                      ) -> tuple[dict[int, int], dict[str, npt.NDArray[Any]], dict[str, Any]]:
+    """Offsets, arrays and (pipeline) metadata of the newest complete checkpoint (of the
+    scale-out shard whose checkpoint ``folder`` is given, e.g. ``shard-1``)."""
     manager = CheckpointManager(open_store(storage), CheckpointConfig(), group_id=group,
-                                topic=topic)
+                                topic=topic, folder=folder)
     capture = _Capture()
     restored = manager.restore_latest(capture)  # type: ignore[arg-type]
-    assert restored is not None, "the service wrote no checkpoint"
+    assert restored is not None, f"no checkpoint in {folder or 'the service folder'}"
     return restored.offsets, capture.arrays, capture.meta
+
+
+def env_storage(env: dict[str, str]) -> StorageConfig:
+    """The storage settings of a service environment (``FRESHREC_STORAGE__*``)."""
+    return StorageConfig(
+        url=env["FRESHREC_STORAGE__URL"],
+        endpoint_url=env.get("FRESHREC_STORAGE__ENDPOINT_URL"),
+        access_key=env.get("FRESHREC_STORAGE__ACCESS_KEY"),
+        secret_key=env.get("FRESHREC_STORAGE__SECRET_KEY"),
+    )
 
 
 def checkpointed_learner(
@@ -219,14 +229,8 @@ def checkpointed_learner(
 ) -> tuple[dict[int, int], dict[str, npt.NDArray[Any]]]:
     """Offsets and learner arrays (``learner.*``) of the newest checkpoint written by the
     service that ran with ``env`` (its storage, group and topic)."""
-    storage = StorageConfig(
-        url=env["FRESHREC_STORAGE__URL"],
-        endpoint_url=env.get("FRESHREC_STORAGE__ENDPOINT_URL"),
-        access_key=env.get("FRESHREC_STORAGE__ACCESS_KEY"),
-        secret_key=env.get("FRESHREC_STORAGE__SECRET_KEY"),
-    )
     offsets, arrays, _ = newest_checkpoint(
-        storage, env["FRESHREC_KAFKA__GROUP_ID"], env["FRESHREC_KAFKA__TOPIC"]
+        env_storage(env), env["FRESHREC_KAFKA__GROUP_ID"], env["FRESHREC_KAFKA__TOPIC"]
     )
     learner = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("learner.")}
     return offsets, learner

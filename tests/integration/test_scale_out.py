@@ -21,15 +21,11 @@ import numpy.typing as npt
 import orjson
 import pytest
 
-from service.checkpoint.config import CheckpointConfig
-from service.checkpoint.manager import CheckpointManager
 from service.demo.generator import StreamSpec, SyntheticStream
 from service.demo.publish import make_producer, publish
-from service.storage import open_store
-from service.storage.config import StorageConfig
 from tests.service_process import ServiceProcess
 from tests.services import S3Endpoint
-from tests.streams import sample, service_env
+from tests.streams import env_storage, newest_checkpoint, sample, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -38,35 +34,17 @@ RATE = 5_000  # events/s: the stream lasts ~12 s, so the shards exchange ~12 tim
 MERGE_INTERVAL_S = 0.5
 
 
-class _Capture:
-    arrays: dict[str, npt.NDArray[Any]]
-    meta: dict[str, Any]
-
-    def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        self.arrays, self.meta = arrays, meta
-
-    def get_state(self) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-        raise NotImplementedError
+def _checkpoint(env: dict[str, str], folder: str = "",
+                ) -> tuple[dict[int, int], dict[str, npt.NDArray[Any]]]:
+    offsets, arrays, _ = newest_checkpoint(env_storage(env), env["FRESHREC_KAFKA__GROUP_ID"],
+                                           env["FRESHREC_KAFKA__TOPIC"], folder)
+    return offsets, arrays
 
 
-def _checkpoint(env: dict[str, str], folder: str = "") -> tuple[dict[int, int], _Capture]:
-    storage = StorageConfig(url=env["FRESHREC_STORAGE__URL"],
-                            endpoint_url=env["FRESHREC_STORAGE__ENDPOINT_URL"],
-                            access_key=env["FRESHREC_STORAGE__ACCESS_KEY"],
-                            secret_key=env["FRESHREC_STORAGE__SECRET_KEY"])
-    manager = CheckpointManager(open_store(storage), CheckpointConfig(),
-                                group_id=env["FRESHREC_KAFKA__GROUP_ID"],
-                                topic=env["FRESHREC_KAFKA__TOPIC"], folder=folder)
-    capture = _Capture()
-    restored = manager.restore_latest(capture)  # type: ignore[arg-type]
-    assert restored is not None, f"no checkpoint in {folder or 'the service folder'}"
-    return restored.offsets, capture
-
-
-def _item_bias_by_key(capture: _Capture) -> dict[int, float]:
+def _item_bias_by_key(arrays: dict[str, npt.NDArray[Any]]) -> dict[int, float]:
     """Item bias of every item the shard has a row for, keyed by the item's id hash."""
-    bias = capture.arrays["learner.item_bias"]
-    keys = capture.arrays["preprocess.items.row_key"][: len(bias)]
+    bias = arrays["learner.item_bias"]
+    keys = arrays["preprocess.items.row_key"][: len(bias)]
     return {int(k): float(b) for k, b in zip(keys, bias[: len(keys)], strict=True) if k}
 
 
@@ -192,7 +170,7 @@ def test_two_shards_learn_as_well_as_one_instance(
     # an item comes from a disjoint half of the users; with merging switched off
     # (merge_interval_s=1e5) this measure was 0.69 on this stream, with merging 0.03-0.05:
     # what is left are deltas dropped before an item had a row in use in a shard.
-    bias = [_item_bias_by_key(capture) for _, capture in shard_state]
+    bias = [_item_bias_by_key(arrays) for _, arrays in shard_state]
     common = sorted(set(bias[0]) & set(bias[1]))
     assert len(common) > 200
     a = np.array([bias[0][k] for k in common])
