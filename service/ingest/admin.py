@@ -1,11 +1,11 @@
-"""Topic administration: make sure the event and dead-letter topics exist."""
+"""Topic administration: make sure the event and dead-letter topics exist; read limits."""
 
 from __future__ import annotations
 
 import logging
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +48,30 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return created
+
+
+def max_record_bytes(
+    bootstrap_servers: str, topic: str, *, timeout_s: float = 15.0
+) -> int | None:
+    """The most bytes one record may have on ``topic``, as the broker will judge it.
+
+    That is the topic's ``max.message.bytes`` (the broker's ``message.max.bytes`` unless
+    the topic overrides it). Falls back to the broker's own setting when the topic cannot
+    be described (missing, or no describe rights); ``None`` when neither can be read.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource])[resource].result(timeout=timeout_s)
+        return int(entries["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.info("cannot read max.message.bytes of topic %s (%s); asking the broker",
+                 topic, exc)
+    try:
+        brokers = admin.list_topics(timeout=timeout_s).brokers
+        broker = ConfigResource(ResourceType.BROKER, str(min(brokers)))
+        entries = admin.describe_configs([broker])[broker].result(timeout=timeout_s)
+        return int(entries["message.max.bytes"].value)
+    except (KafkaException, KeyError, ValueError, TypeError) as exc:
+        log.warning("cannot read the broker's message.max.bytes either (%s)", exc)
+        return None

@@ -25,6 +25,17 @@ class KafkaConfig(BaseModel):
     create_topics: bool = Field(
         True, description="Create the event and dead-letter topics if they are missing."
     )
+    dead_letter_duplicates: bool = Field(
+        False,
+        description="Also copy duplicates (replays of an event id already applied) to the "
+        "dead-letter topic; they are counted in freshrec_events_deduplicated_total either "
+        "way.",
+    )
+    dead_letter_timeout_s: float = Field(
+        60.0, gt=0,
+        description="How long dead-letter copies may keep failing while the broker answers "
+        "before they are given up (logged with a reference to the original) (seconds).",
+    )
     topic_partitions: int = Field(1, ge=1, description="Partitions when creating the topic.")
     batch_size: int = Field(
         5000, ge=1, le=1_000_000, description="Most messages taken from the consumer at once."

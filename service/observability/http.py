@@ -29,6 +29,8 @@ class HealthState:
         self._detail = ""
         self._heartbeat = time.monotonic()
         self.stall_after_s = stall_after_s
+        self.rejected_share = 0.0
+        """Share of the recent events that were rejected (set by the main loop)."""
 
     def set(self, state: str, detail: str = "") -> None:
         with self._lock:
@@ -53,6 +55,7 @@ class HealthState:
                 "seconds_since_loop": round(age, 3),
                 "live": age < self.stall_after_s,
                 "ready": self._state == "running",
+                "rejected_share": self.rejected_share,
             }
 
 

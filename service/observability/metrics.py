@@ -115,8 +115,28 @@ class ServiceMetrics:
         )
         self.dlq_messages = Counter(
             "freshrec_dlq_messages",
-            "Messages produced to the dead-letter topic, by delivery outcome (acked|failed).",
+            "Copies produced to the dead-letter topic, by delivery outcome "
+            "(acked|failed|undeliverable: given up, its reference is in the log).",
             ["outcome"],
+            registry=r,
+        )
+        self.dlq_reduced_copies = Counter(
+            "freshrec_dlq_reduced_copies",
+            "Dead-letter copies acknowledged in a reduced form (cut|reference) because the "
+            "full copy did not fit or was refused.",
+            ["form"],
+            registry=r,
+        )
+        self.events_rejected_share = Gauge(
+            "freshrec_events_rejected_share",
+            "Share of the most recent consumed events (about 10k) that were rejected "
+            "(duplicates excluded).",
+            registry=r,
+        )
+        self.pipeline_failures = Counter(
+            "freshrec_pipeline_failures",
+            "Batches whose processing raised an exception (a bug): the job reloaded its "
+            "newest checkpoint and isolated the message, see the log.",
             registry=r,
         )
         self.examples_trained = Counter(
@@ -302,8 +322,10 @@ class ServiceMetrics:
         self.set_state("starting")
         # Series that alerts take increase() of must exist at 0 before the first event:
         # Prometheus does not count a series' first sample as an increase.
-        for outcome in ("acked", "failed"):
+        for outcome in ("acked", "failed", "undeliverable"):
             self.dlq_messages.labels(outcome=outcome)
+        for form in ("cut", "reference"):
+            self.dlq_reduced_copies.labels(form=form)
 
     def set_state(self, name: str) -> None:
         """Set ``service_state{state=name}`` to 1 and every other state to 0."""

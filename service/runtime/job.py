@@ -28,9 +28,15 @@ One iteration of the active loop (``_step``):
    ``scale.merge_interval_s`` has passed ask for newer ones.
 1. Poll a batch of messages.
 2. Run the pure pipeline over their values (decode → preprocess → predict-then-learn).
+   If it raises (a bug: the decoder already turns every fault of a message into a
+   rejection), rewind as a crash and restart would, without the crash: reload the newest
+   checkpoint and read its events again, isolating the message that raises alone
+   (``service.runtime.isolation``), which is then rejected as ``internal_error``.
 3. Produce every rejected message to the dead-letter topic and wait for the broker's
-   acknowledgement (retrying while the broker is away): only then does a rejected offset
-   count as processed.
+   acknowledgement: only then does a rejected offset count as processed. A copy the
+   broker refuses is sent again smaller (cut to fit, then a reference record); one that
+   no form gets onto the topic is logged with its reference and counted as
+   undeliverable. Duplicates are counted, not copied (``kafka.dead_letter_duplicates``).
 4. Advance the next offset of each partition; update metrics once for the whole batch.
 5. When due, checkpoint the whole state with those offsets in the background; once it is
    durable, commit the offsets to Kafka. When due, gate and publish a snapshot in the
@@ -39,11 +45,20 @@ One iteration of the active loop (``_step``):
    durable; a checkpoint is due at least every ``scale.merge_interval_s``.
 
 Handing over (``_deactivate``): write a final checkpoint, stop reading, drop the lease.
+
+Why no message can stop the service: decoding turns every fault of a message into a
+rejection; the dead-letter step gives a copy up (logged and counted) rather than raise or
+wait for ever while the broker answers; and an exception anywhere in the pipeline is
+handled by rewinding, where each rewind either narrows the failing batch to single
+messages or poisons exactly one message, which is never processed again. So the number of
+rewinds is bounded by the number of messages that fail alone, and no offset can be read,
+fail and be read again without end.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import operator
 import signal
@@ -55,19 +70,27 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+import orjson
 from confluent_kafka import KafkaException, Message
 
 from service import __version__
 from service.checkpoint.manager import CheckpointManager
 from service.config import Settings
 from service.events.reasons import RejectReason
-from service.ingest.admin import BrokerUnavailable, ensure_topics
+from service.ingest.admin import BrokerUnavailable, ensure_topics, max_record_bytes
 from service.ingest.consumer import BatchConsumer
-from service.ingest.dead_letter import DeadLetterProducer
+from service.ingest.dead_letter import (
+    DEFAULT_MAX_RECORD_BYTES,
+    DeadLetterProducer,
+    FailureKind,
+)
+from service.ingest.dead_letter_copy import CopyForm
 from service.ingest.lease import LeaderLease, lease_topic
 from service.observability.http import HealthState, HttpEndpoint
 from service.observability.metrics import ServiceMetrics
-from service.runtime.pipeline import BatchOutcome, Pipeline
+from service.observability.rejections import RejectionWatch
+from service.runtime.isolation import FailureIsolation
+from service.runtime.pipeline import BatchOutcome, Pipeline, Rejected, combine_outcomes
 from service.runtime.publishing import BackgroundPublisher, FrozenCandidate, frozen_gate
 from service.scaleout.delta import Block
 from service.scaleout.exchange import BlockExchange, Failed, Fetched, Written
@@ -92,19 +115,40 @@ LOSSES = frozenset({"rmse", "mae", "log_loss"})
 # an idle service always exports its final values.
 GAUGE_REFRESH_S = 0.25
 
+# When most recent events are rejected, say so at WARNING at most this often (seconds).
+REJECTION_WARNING_EVERY_S = 60.0
+
+DUPLICATE = str(RejectReason.DUPLICATE)
+
 _VALUE = operator.methodcaller("value")
 _PARTITION = operator.methodcaller("partition")
+
+
+def _position(message: Message) -> tuple[int, int]:
+    return message.partition(), message.offset()  # type: ignore[return-value]
+
+
+def _internal_error(error: str) -> BatchOutcome:
+    """The outcome of one poisoned message: rejected, never processed again."""
+    return BatchOutcome.rejected_only(
+        [Rejected(0, str(RejectReason.INTERNAL_ERROR),
+                  f"freshrec failed on this message ({error}); a bug in freshrec: please "
+                  "report it with this dead-letter copy")])
 
 BatchCallback = Callable[[list[Message], BatchOutcome], None]
 
 
 @dataclass(slots=True)
 class Counters:
-    """Running totals since this process started, plus per-partition applied counts."""
+    """Running totals of the stream (restored from checkpoints), per-partition counts.
+
+    ``consumed == applied + rejected + deduplicated`` at every batch boundary.
+    """
 
     consumed: int = 0
     applied: int = 0
     rejected: int = 0
+    deduplicated: int = 0
     since_publication: int = 0  # applied since the last published snapshot (the gate's)
     since_attempt: int = 0  # applied since the gate was last asked (the schedule's)
     since_checkpoint: int = 0  # consumed since the last checkpoint was started
@@ -183,6 +227,9 @@ class Job:
         )
         self._last_snapshot_at = time.monotonic()
         self._last_checkpoint_at = time.monotonic()
+        self.isolation = FailureIsolation()
+        self.rejections = RejectionWatch()
+        self._rejection_warned_at = float("-inf")
         self._set_state("starting")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -214,7 +261,13 @@ class Job:
         if not self._wait_for_broker():
             self.http.stop()
             return 0
-        self.dlq = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic())
+        # Copies are shaped to the dead-letter topic's own size limit, read from the broker.
+        limit = max_record_bytes(kafka.bootstrap_servers, kafka.dead_letter_topic())
+        if limit is None:
+            log.warning("cannot read max.message.bytes of %s; assuming %d bytes",
+                        kafka.dead_letter_topic(), DEFAULT_MAX_RECORD_BYTES)
+        self.dlq = DeadLetterProducer(kafka.bootstrap_servers, kafka.dead_letter_topic(),
+                                      max_record_bytes=limit or DEFAULT_MAX_RECORD_BYTES)
         self.consumer = BatchConsumer(
             kafka.bootstrap_servers,
             kafka.group_id,
@@ -337,6 +390,9 @@ class Job:
             int(p): int(n)
             for p, n in self.pipeline.extra_state.get("applied_per_partition", {}).items()
         }
+        totals = self.pipeline.extra_state.get("totals", {})
+        for name in ("consumed", "applied", "rejected", "deduplicated"):
+            setattr(self.counters, name, int(totals.get(name, 0)))
         self._warm = restored.sequence
         log.info("loaded checkpoint %s (offsets %s)", restored.name, restored.offsets)
         return restored.sequence
@@ -430,10 +486,14 @@ class Job:
 
     def _process(self, messages: list[Message]) -> None:
         started = time.perf_counter()
-        values = list(map(_VALUE, messages))
-        outcome = self.pipeline.process(values)
-        if outcome.rejected:
-            self._dead_letter(messages, outcome)
+        outcome = self._learn(messages)
+        if outcome is None:
+            return  # rewound to the newest checkpoint: these messages come again
+        rejected = outcome.rejected
+        if not self.settings.kafka.dead_letter_duplicates:
+            rejected = [r for r in rejected if r.reason != DUPLICATE]
+        if rejected:
+            self._dead_letter(messages, rejected)
         self._advance(messages)
         self._record(outcome, time.perf_counter() - started)
         if self.exchange is not None:
@@ -441,6 +501,58 @@ class Job:
             self.metrics.shared_unsent_examples.set(self._unsent_examples)
         if self.on_batch is not None:
             self.on_batch(messages, outcome)
+
+    def _learn(self, messages: list[Message]) -> BatchOutcome | None:
+        """The pipeline over a batch; ``None`` if it raised and the job rewound."""
+        if not self.isolation.active:  # the usual case: one call for the whole batch
+            try:
+                return self.pipeline.process(list(map(_VALUE, messages)))
+            except Exception as exc:
+                self._rewind([_position(m) for m in messages], exc)
+                return None
+        positions = [_position(m) for m in messages]
+        parts: list[tuple[list[int], BatchOutcome]] = []
+        for run in self.isolation.plan(positions):
+            if run.poisoned:
+                (i,) = run.indices
+                parts.append((run.indices, _internal_error(self.isolation.reason(positions[i]))))
+                continue
+            try:
+                outcome = self.pipeline.process([messages[i].value() for i in run.indices])
+            except Exception as exc:
+                self._rewind([positions[i] for i in run.indices], exc)
+                return None
+            parts.append((run.indices, outcome))
+        return combine_outcomes(parts, len(messages))
+
+    def _rewind(self, positions: list[tuple[int, int]], exc: Exception) -> None:
+        """The pipeline raised: reload the newest checkpoint and read on from there.
+
+        1. Log the exception with its traceback; count it.
+        2. Note which messages were in the call that raised (one alone is poisoned).
+        3. Let the checkpoint being written finish: its state is from before this batch.
+        4. Drop everything in memory (the model may be half updated), load the newest
+           checkpoint, or start afresh if there is none, and read every partition from
+           its offsets, exactly as after a crash (``_activate``).
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        first = positions[0]
+        log.exception("processing %d message(s) from partition %d offset %d raised %s; "
+                      "reloading the newest checkpoint%s", len(positions), first[0],
+                      first[1], error,
+                      " (this message alone: it will be dead-lettered as internal_error)"
+                      if len(positions) == 1 else " and retrying them one by one")
+        self.metrics.pipeline_failures.inc()
+        self.isolation.failed(positions, error[:500])
+        while self.checkpoints.in_flight:
+            self.health.beat()
+            time.sleep(0.05)
+        self._collect_background()
+        self._warm = None
+        self.pipeline = Pipeline(self.settings)
+        self.counters = Counters()
+        self.active = False
+        self._activate()
 
     def _advance(self, messages: list[Message]) -> None:
         """Next offset and applied count of each partition in the batch.
@@ -463,21 +575,68 @@ class Job:
             self.positions[p] = messages[j].offset() + 1  # type: ignore[operator]
             per_partition[p] = per_partition.get(p, 0) + k
 
-    def _dead_letter(self, messages: list[Message], outcome: BatchOutcome) -> None:
-        """Copy every reject to the DLQ; return only when the broker has all of them."""
-        pending = {r.index: r for r in outcome.rejected}
+    def _dead_letter(self, messages: list[Message], rejected: list[Rejected]) -> None:
+        """Copy every reject to the DLQ; return once each is acknowledged or given up.
+
+        1. Send each reject as a full copy (one too large for the topic goes cut).
+        2. Flush, then take each failure by its kind: a transient one is sent again as
+           it was; one the broker refused goes again in the next smaller form (full →
+           cut → reference); one that is unroutable, or refused even as a reference, is
+           given up.
+        3. While transient failures remain, retry with backoff: for as long as it takes
+           while the broker is unreachable (nothing else can progress then either), and
+           for at most ``kafka.dead_letter_timeout_s`` while it answers.
+        A copy given up is logged at ERROR with its reference (where the original is,
+        why it was rejected, its size and sha256) and counted as ``undeliverable``; the
+        message still counts as rejected, once. Nothing here raises for a message.
+        """
+        pending: dict[int, tuple[Rejected, CopyForm]] = {
+            r.index: (r, CopyForm.FULL) for r in rejected}
+        m = self.metrics
+        answering_since: float | None = None
         attempt = 0
         while pending:
-            tickets = {self.dlq.send(messages[i], r.reason, r.detail): i  # type: ignore[arg-type]
-                       for i, r in pending.items()}
+            tickets = {self.dlq.send(messages[i], r.reason, r.detail, form): i  # type: ignore[arg-type]
+                       for i, (r, form) in pending.items()}
             acked, failed = self.dlq.flush(timeout_s=10.0)
-            self.metrics.dlq_messages.labels(outcome="acked").inc(acked)
+            m.dlq_messages.labels(outcome="acked").inc(acked)
+            for form, n in self.dlq.acked_by_form.items():
+                if form != CopyForm.FULL:
+                    m.dlq_reduced_copies.labels(form=form.label).inc(n)
             if not failed:
-                return
-            self.metrics.dlq_messages.labels(outcome="failed").inc(failed)
-            still = {tickets[f.ticket] for f in self.dlq.failures if f.ticket in tickets}
-            pending = {i: pending[i] for i in still}
+                break
+            m.dlq_messages.labels(outcome="failed").inc(failed)
+            retry: dict[int, tuple[Rejected, CopyForm]] = {}
+            transient = 0
+            for f in self.dlq.failures:
+                i = tickets[f.ticket]
+                r = pending[i][0]
+                smaller = f.form.smaller()
+                if f.kind == FailureKind.TRANSIENT:
+                    retry[i] = (r, f.form)
+                    transient += 1
+                elif f.kind != FailureKind.UNROUTABLE and smaller is not None:
+                    log.warning("dead-letter copy of partition %s offset %s refused as %s "
+                                "(%s): sending it %s", f.source_partition, f.source_offset,
+                                f.form.label, f.error, smaller.label)
+                    retry[i] = (r, smaller)
+                else:
+                    self._undeliverable(messages[i], r, f.error)
+            pending = retry
+            if not transient:
+                continue  # smaller forms go at once
             attempt += 1
+            now = time.monotonic()
+            if self.consumer.ping(timeout_s=1.0):
+                answering_since = answering_since or now
+                if now - answering_since >= self.settings.kafka.dead_letter_timeout_s:
+                    for i, (r, _) in pending.items():
+                        self._undeliverable(messages[i], r, "still not acknowledged after "
+                                            f"{self.settings.kafka.dead_letter_timeout_s:g}s "
+                                            "although the broker answers")
+                    break
+            else:
+                answering_since = None
             self._set_state("waiting_for_broker",
                             f"{len(pending)} dead-letter copies not acknowledged yet")
             log.warning("%d dead-letter copies not acknowledged (attempt %d); retrying",
@@ -485,29 +644,46 @@ class Job:
             self.health.beat()
             self.lease.poll()
             time.sleep(min(0.5 * attempt, 5.0))
-        self._set_state("running")
+        if self.health.state == "waiting_for_broker":
+            self._set_state("running")
+
+    def _undeliverable(self, message: Message, rejected: Rejected, error: str) -> None:
+        """No copy of a reject reaches the DLQ: keep its reference in the log, count it."""
+        value = message.value() or b""
+        log.error("dead-letter copy given up (%s): %s", error, orjson.dumps({
+            "source": {"topic": message.topic(), "partition": message.partition(),
+                       "offset": message.offset()},
+            "reason": rejected.reason, "detail": rejected.detail[:1000],
+            "size": len(value), "sha256": hashlib.sha256(value).hexdigest(),
+        }).decode())
+        self.metrics.dlq_messages.labels(outcome="undeliverable").inc()
 
     def _record(self, outcome: BatchOutcome, seconds: float) -> None:
         m = self.metrics
         n_rejected = len(outcome.rejected)
         applied = outcome.n_input - n_rejected
+        faults = [r for r in outcome.rejected if r.reason != DUPLICATE] if n_rejected else []
+        n_duplicates = n_rejected - len(faults)
         c = self.counters
         c.consumed += outcome.n_input
         c.applied += applied
-        c.rejected += n_rejected
+        c.rejected += len(faults)
+        c.deduplicated += n_duplicates
         c.since_publication += applied
         c.since_attempt += applied
         c.since_checkpoint += outcome.n_input
         c.since_durable += outcome.n_input
         m.events_consumed.labels(topic=self.topic).inc(outcome.n_input)
         m.events_applied.labels(topic=self.topic).inc(applied)
-        if n_rejected:
+        if faults:
             reasons: dict[str, int] = {}
-            for r in outcome.rejected:
+            for r in faults:
                 reasons[r.reason] = reasons.get(r.reason, 0) + 1
             for reason, count in reasons.items():
                 m.events_rejected.labels(reason=reason).inc(count)
-            m.events_deduplicated.inc(reasons.get("duplicate", 0))
+        if n_duplicates:
+            m.events_deduplicated.inc(n_duplicates)
+        self._watch_rejections(outcome.n_input, faults)
         m.examples_trained.inc(outcome.n_trained)
         m.updates_skipped_nonfinite.inc(outcome.n_skipped_nonfinite)
         m.batch_size.observe(outcome.n_input)
@@ -536,6 +712,20 @@ class Job:
             m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()
         if outcome.reset_requested:
             self._reset_to_champion()
+
+    def _watch_rejections(self, n_input: int, faults: list[Rejected]) -> None:
+        """The rejected share of recent events; a WARNING a minute while it is above half."""
+        watch = self.rejections
+        watch.observe(n_input, [(r.reason, r.detail) for r in faults])
+        share = watch.share
+        self.metrics.events_rejected_share.set(share)
+        self.health.rejected_share = round(share, 4)
+        now = time.monotonic()
+        if now - self._rejection_warned_at >= REJECTION_WARNING_EVERY_S:
+            warning = watch.warning()
+            if warning is not None:
+                self._rejection_warned_at = now
+                log.warning("%s", warning)
 
     def _reset_to_champion(self) -> None:
         """Drift reaction 'reset': continue from the published model."""
@@ -588,6 +778,11 @@ class Job:
         started = time.perf_counter()
         self.pipeline.extra_state["applied_per_partition"] = {
             str(p): n for p, n in self.counters.per_partition.items()
+        }
+        c = self.counters
+        self.pipeline.extra_state["totals"] = {
+            "consumed": c.consumed, "applied": c.applied, "rejected": c.rejected,
+            "deduplicated": c.deduplicated,
         }
         on_durable: Callable[[dict[int, int], float], None] = self._on_checkpoint_durable
         shared = self.pipeline.shared
@@ -669,6 +864,8 @@ class Job:
         self.counters.since_durable = sum(
             self.positions.get(p, o) - o for p, o in offsets.items()
         )
+        if self.isolation.active:
+            self.isolation.durable(offsets)
         self.consumer.commit(offsets)
         self.metrics.checkpoints_written.inc()
         self.metrics.checkpoint_duration_seconds.observe(seconds)
@@ -747,10 +944,10 @@ class Job:
             self.consumer.close()
             self.dlq.close()
             self.http.stop()
-            log.info(
-                "stopped: consumed %d, applied %d, rejected %d",
-                self.counters.consumed, self.counters.applied, self.counters.rejected,
-            )
+            c = self.counters
+            log.info("stopped: consumed %d, applied %d, rejected %d, deduplicated %d "
+                     "(totals of the stream since its first checkpoint)",
+                     c.consumed, c.applied, c.rejected, c.deduplicated)
 
     def _final_checkpoint(self, deadline: float) -> None:
         """Checkpoint once more, giving up at ``deadline`` (the events are then replayed)."""

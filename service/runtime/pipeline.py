@@ -76,6 +76,55 @@ class BatchOutcome:
     stats: dict[str, float] = field(default_factory=dict)
     reset_requested: bool = False
 
+    @classmethod
+    def rejected_only(cls, rejected: list[Rejected]) -> BatchOutcome:
+        """A batch of ``len(rejected)`` messages, every one refused before the pipeline."""
+        return cls(n_input=len(rejected), rejected=rejected, n_accepted=0, n_examples=0,
+                   n_trained=0, n_holdout=0, n_skipped_nonfinite=0,
+                   losses=np.zeros(0, np.float64), event_ts_ms=np.zeros(0, np.int64),
+                   learn_seconds=0.0)
+
+
+# Per-batch counts among BatchOutcome.stats (the others describe the state after it).
+_SUMMED_STATS = frozenset({"accepted", "duplicates", "examples", "positives", "negatives",
+                           "holdout", "recycled_users", "recycled_items"})
+
+
+def combine_outcomes(parts: Sequence[tuple[list[int], BatchOutcome]], n_input: int
+                     ) -> BatchOutcome:
+    """One outcome for a batch processed in parts, in stream order.
+
+    ``parts`` pairs the batch indices each part covered with its outcome; together they
+    must cover ``range(n_input)`` once. Rejections are indexed into the whole batch again.
+    """
+    covered = sorted(i for indices, _ in parts for i in indices)
+    if covered != list(range(n_input)):
+        raise ValueError(f"the parts cover {len(covered)} positions of a {n_input}-message "
+                         "batch, not each one once")
+    rejected = [Rejected(indices[r.index], r.reason, r.detail)
+                for indices, part in parts for r in part.rejected]
+    outcomes = [part for _, part in parts]
+    stats: dict[str, float] = {}
+    for part in outcomes:
+        for key, value in part.stats.items():
+            stats[key] = stats.get(key, 0) + value if key in _SUMMED_STATS else value
+    return BatchOutcome(
+        n_input=n_input,
+        rejected=rejected,
+        n_accepted=n_input - len(rejected),
+        n_examples=sum(p.n_examples for p in outcomes),
+        n_trained=sum(p.n_trained for p in outcomes),
+        n_holdout=sum(p.n_holdout for p in outcomes),
+        n_skipped_nonfinite=sum(p.n_skipped_nonfinite for p in outcomes),
+        losses=np.concatenate([p.losses for p in outcomes]) if outcomes else np.zeros(0),
+        event_ts_ms=(np.concatenate([p.event_ts_ms for p in outcomes]) if outcomes
+                     else np.zeros(0, np.int64)),
+        learn_seconds=sum(p.learn_seconds for p in outcomes),
+        drift=[d for p in outcomes for d in p.drift],
+        stats=stats,
+        reset_requested=any(p.reset_requested for p in outcomes),
+    )
+
 
 class Pipeline:
     """Owns every piece of learned state: preprocessor, learner, evaluator, drift, gate.

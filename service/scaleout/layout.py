@@ -19,7 +19,7 @@ Example
 >>> from service.learners.biased_mf import BiasedMF
 >>> layout = SharedLayout.of(BiasedMF(n_users=10, n_items=5, n_factors=2))
 >>> sorted(name for name, a in layout.arrays.items() if a.item_offset is not None)
-['item_bias', 'item_factors']
+['acc_item_bias', 'acc_item_factors', 'item_bias', 'item_factors']
 >>> layout.arrays["item_factors"].item_offset, layout.arrays["item_factors"].fixed
 (0, [])
 >>> layout.arrays["user_factors"].item_offset, layout.arrays["user_factors"].fixed

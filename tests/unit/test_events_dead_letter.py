@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from service.events.timestamps import parse_rfc3339_one
 from service.ingest import dead_letter
-from service.ingest.dead_letter import MAX_DETAIL_BYTES, DeadLetterProducer
+from service.ingest.dead_letter import (
+    MAX_DETAIL_BYTES,
+    DeadLetterProducer,
+    FailureKind,
+    classify,
+)
+from service.ingest.dead_letter_copy import CopyForm
 
 
 class FakeProducer:
@@ -21,11 +28,15 @@ class FakeProducer:
         self.fail_topics: set[str] = set()
         self.hold = False  # keep messages unacknowledged (a broker that never answers)
         self.buffer_errors = 0
+        self.raise_on_produce: list[KafkaError] = []  # refused at once, one per call
+        self.deliver_error: KafkaError | None = None  # what the broker answers
 
     def produce(self, topic: str, **kw: Any) -> None:
         if self.buffer_errors:
             self.buffer_errors -= 1
             raise BufferError("queue full")
+        if self.raise_on_produce:
+            raise KafkaException(self.raise_on_produce.pop(0))
         self.queued.append({"topic": topic, **kw})
 
     def poll(self, timeout: float = 0) -> int:
@@ -34,7 +45,9 @@ class FakeProducer:
         served = 0
         while self.queued:
             msg = self.queued.pop(0)
-            err = "broker said no" if msg["topic"] in self.fail_topics else None
+            err = self.deliver_error
+            if msg["topic"] in self.fail_topics:
+                err = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "broker said no")
             if err is None:
                 self.delivered.append(msg)
             msg["on_delivery"](err, None)
@@ -129,3 +142,73 @@ def test_a_full_local_queue_is_retried(fake: list[FakeProducer]) -> None:
     fake[0].buffer_errors = 2
     dlq.send(Msg(1), "not_json", "d")
     assert tuple(dlq.flush()) == (1, 0)
+
+
+def test_a_copy_refused_at_once_as_too_large_goes_smaller_in_the_same_send(
+    fake: list[FakeProducer],
+) -> None:
+    dlq = DeadLetterProducer("broker:9092", "dlq")
+    fake[0].raise_on_produce = [KafkaError(KafkaError.MSG_SIZE_TOO_LARGE),
+                                KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)]
+    dlq.send(Msg(1), "id_too_long", "d")
+    assert tuple(dlq.flush()) == (1, 0)
+    assert dlq.acked_by_form == {CopyForm.REFERENCE: 1}
+    (copy,) = fake[0].delivered
+    assert dict(copy["headers"])["freshrec.copy"] == b"reference" and copy["key"] is None
+
+
+def test_a_copy_no_form_gets_past_the_client_is_a_failure_not_an_exception(
+    fake: list[FakeProducer],
+) -> None:
+    dlq = DeadLetterProducer("broker:9092", "dlq")
+    fake[0].raise_on_produce = [KafkaError(KafkaError.INVALID_RECORD)] * 3
+    ticket = dlq.send(Msg(1), "not_json", "d")
+    assert tuple(dlq.flush()) == (0, 1)
+    (failure,) = dlq.failures
+    assert (failure.ticket, failure.form, failure.kind) == (
+        ticket, CopyForm.REFERENCE, FailureKind.REFUSED)
+
+
+def test_a_copy_larger_than_the_topic_allows_is_cut_before_it_is_sent(
+    fake: list[FakeProducer],
+) -> None:
+    dlq = DeadLetterProducer("broker:9092", "dlq", max_record_bytes=10_000)
+    assert fake[0].conf["message.max.bytes"] == 10_000
+
+    class Big(Msg):
+        def value(self) -> bytes:
+            return b"x" * 50_000
+
+    dlq.send(Big(3), "oversized_message", "d")
+    assert tuple(dlq.flush()) == (1, 0) and dlq.acked_by_form == {CopyForm.CUT: 1}
+    assert len(fake[0].delivered[0]["value"]) < 10_000
+
+
+@pytest.mark.parametrize(("code", "kind"), [
+    (KafkaError.MSG_SIZE_TOO_LARGE, FailureKind.TOO_LARGE),
+    (KafkaError._MSG_TIMED_OUT, FailureKind.TRANSIENT),
+    (KafkaError.NOT_ENOUGH_REPLICAS, FailureKind.TRANSIENT),
+    (KafkaError.UNKNOWN_TOPIC_OR_PART, FailureKind.UNROUTABLE),
+    (KafkaError.TOPIC_AUTHORIZATION_FAILED, FailureKind.UNROUTABLE),
+    (KafkaError.INVALID_RECORD, FailureKind.REFUSED),
+])
+def test_delivery_errors_are_classified_by_what_can_be_done_next(
+    fake: list[FakeProducer], code: int, kind: FailureKind,
+) -> None:
+    assert classify(KafkaError(code)) == kind
+    dlq = DeadLetterProducer("broker:9092", "dlq")
+    fake[0].deliver_error = KafkaError(code)
+    dlq.send(Msg(7), "not_json", "d")
+    assert tuple(dlq.flush()) == (0, 1)
+    assert (dlq.failures[0].kind, dlq.failures[0].form) == (kind, CopyForm.FULL)
+
+
+def test_a_fatal_producer_error_renews_the_producer(fake: list[FakeProducer]) -> None:
+    dlq = DeadLetterProducer("broker:9092", "dlq")
+    fake[0].deliver_error = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, fatal=True)
+    dlq.send(Msg(7), "not_json", "d")
+    assert tuple(dlq.flush()) == (0, 1)
+    assert dlq.failures[0].kind == FailureKind.TRANSIENT  # the copy may go again
+    assert len(fake) == 2  # a new producer for the retry
+    dlq.send(Msg(7), "not_json", "d")
+    assert tuple(dlq.flush()) == (1, 0) and len(fake[1].delivered) == 1

@@ -21,7 +21,9 @@ from service.examples import ExampleBatch
 from service.learners import BiasedMF, MicroBatch
 from service.learners.fm import FM
 from service.learners.strategies import PerEvent, row_rate
+from service.observability.http import HealthState
 from service.observability.metrics import ServiceMetrics
+from service.observability.rejections import RejectionWatch
 from service.runtime.job import Counters, Job
 from service.runtime.pipeline import BatchOutcome
 
@@ -148,12 +150,15 @@ class _Drift:
 
 def _record_target() -> Any:
     settings = Settings(kafka={"batch_size": 100})  # type: ignore[arg-type]
-    return SimpleNamespace(
+    job = SimpleNamespace(
         metrics=ServiceMetrics(process_metrics=False), counters=Counters(), settings=settings,
         topic="t", positions={0: 1}, consumer=_Consumer(),
         pipeline=SimpleNamespace(evaluator=_Evaluator(), drift=_Drift()),
-        _gauges_at=float("-inf"),
+        _gauges_at=float("-inf"), rejections=RejectionWatch(), health=HealthState(),
+        _rejection_warned_at=float("-inf"),
     )
+    job._watch_rejections = lambda *args: Job._watch_rejections(job, *args)  # type: ignore[arg-type]
+    return job
 
 
 def _outcome(n: int, drift: list[DriftDetection] | None = None) -> BatchOutcome:
