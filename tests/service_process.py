@@ -32,7 +32,9 @@ def free_port() -> int:
 class ServiceProcess:
     """One ``freshrec run`` child process with its own HTTP port and log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = (),
+                 module: str = "service") -> None:
+        self.module = module  # another entry point (e.g. tests.faulty_pipeline) for faults
         self.port = free_port()
         self.env = {**os.environ, **env, "FRESHREC_HTTP__PORT": str(self.port)}
         self.env.setdefault("PYTHONPATH", str(REPO_ROOT))
@@ -47,7 +49,7 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "run", *self.args],
+                [sys.executable, "-m", self.module, "run", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

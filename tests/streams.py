@@ -19,6 +19,8 @@ service_env
     The ``FRESHREC_*`` environment of a service under test: small tables, quick start.
 sample, samples, parse_key
     Values of one metric from ``ServiceProcess.metrics()``, selected by labels.
+read_topic
+    Every message of a topic from its start (a dead-letter topic, say).
 checkpointed_learner
     The learner arrays of the newest checkpoint a service wrote.
 prometheus_query
@@ -234,3 +236,34 @@ def checkpointed_learner(
     )
     learner = {k: np.asarray(v) for k, v in arrays.items() if k.startswith("learner.")}
     return offsets, learner
+
+
+def read_topic(bootstrap: str, topic: str, n: int | None = None, timeout_s: float = 30.0,
+               idle_s: float = 3.0) -> list[Any]:
+    """Messages of ``topic`` from the start: ``n`` of them (waiting up to ``timeout_s``),
+    or with ``n=None`` all there are (until nothing has come for ``idle_s``)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "fetch.message.max.bytes": 4 << 20,
+    })
+    consumer.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline and (n is None or len(out) < n):
+            batch = consumer.consume(1000 if n is None else n - len(out), timeout=0.5)
+            for m in batch:
+                if m.error() is not None:
+                    continue  # e.g. the topic not created yet: keep waiting
+                out.append(m)
+            if batch:
+                last = time.monotonic()
+            elif n is None and out and time.monotonic() - last > idle_s:
+                break
+    finally:
+        consumer.close()
+    return out

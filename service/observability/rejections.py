@@ -38,7 +38,8 @@ FIXES: dict[str, str] = {
     "absurd_number": "check the field's unit (seconds vs milliseconds…)",
     "empty_id": "send non-empty ids",
     "id_too_long": "send ids of at most 128 characters (a hash of a long key works)",
-    "invalid_id": "remove control characters from ids and the event type",
+    "control_character": "remove control characters (U+0000-U+001F, U+007F) from ids, "
+                         "the event type and map keys",
     "field_too_long": "shorten feature keys and values",
     "map_too_large": "send at most 16 entries per feature map",
     "invalid_timestamp": "send RFC 3339 with a zone, or integer epoch milliseconds",

@@ -650,12 +650,12 @@ class Job:
     def _undeliverable(self, message: Message, rejected: Rejected, error: str) -> None:
         """No copy of a reject reaches the DLQ: keep its reference in the log, count it."""
         value = message.value() or b""
-        log.error("dead-letter copy given up (%s): %s", error, orjson.dumps({
+        log.error("dead-letter copy given up; reference: %s; because: %s", orjson.dumps({
             "source": {"topic": message.topic(), "partition": message.partition(),
                        "offset": message.offset()},
             "reason": rejected.reason, "detail": rejected.detail[:1000],
             "size": len(value), "sha256": hashlib.sha256(value).hexdigest(),
-        }).decode())
+        }).decode(), error)
         self.metrics.dlq_messages.labels(outcome="undeliverable").inc()
 
     def _record(self, outcome: BatchOutcome, seconds: float) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer
 
 from service.events.decode import decode_batch
 from service.events.reasons import RejectReason
@@ -23,6 +22,7 @@ from service.ingest.dead_letter import (
     DeadLetterProducer,
 )
 from service.preprocess import PreprocessConfig, Preprocessor
+from tests.streams import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -35,21 +35,7 @@ def _rating(event_id: str, value: float, ts_ms: int) -> bytes:
 
 
 def _consume(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> list[Message]:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })
-    consumer.subscribe([topic])
-    out: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            for m in consumer.consume(n - len(out), timeout=1.0):
-                assert m.error() is None, m.error()
-                out.append(m)
-    finally:
-        consumer.close()
-    return out
+    return read_topic(bootstrap, topic, n, timeout_s)
 
 
 def test_good_events_are_learned_and_bad_ones_dead_lettered_with_headers(
