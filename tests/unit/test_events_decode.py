@@ -153,6 +153,14 @@ def test_every_reason_but_duplicate_and_internal_error_is_exercised() -> None:
     assert expected <= covered
 
 
+def test_every_reason_is_documented_in_order() -> None:
+    # docs/events.md's table is the producers' list of codes, in the order they win.
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    table = doc.split("## Rejection reasons", 1)[1].split("\n## ", 1)[0]
+    codes = re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.MULTILINE)
+    assert codes == [r.value for r in RejectReason]
+
+
 def test_the_version_is_judged_before_the_rest() -> None:
     # A v2 event may look nothing like v1: it must not be reported as missing fields.
     assert _one(b'{"schema_version": 2, "totally": "different"}') == (
