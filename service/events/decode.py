@@ -36,6 +36,7 @@ from service.events.model import (
     SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
     EventType,
+    first_control,
 )
 from service.events.packed import PackedStrings
 from service.events.reasons import Rejection, RejectReason
@@ -279,6 +280,7 @@ _CHECKS = (
     RejectReason.UNKNOWN_SCHEMA_VERSION,
     RejectReason.EMPTY_ID,
     RejectReason.ID_TOO_LONG,
+    RejectReason.CONTROL_CHARACTER,
     RejectReason.INVALID_TIMESTAMP,
     RejectReason.MISSING_FIELD,
     RejectReason.ABSURD_NUMBER,
@@ -286,6 +288,49 @@ _CHECKS = (
     RejectReason.TIMESTAMP_IN_FUTURE,
     RejectReason.TIMESTAMP_TOO_OLD,
 )
+
+
+def _rows_with_control(offsets: npt.NDArray[np.int64],
+                       codepoints: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
+    """The strings (``codepoints[offsets[i]:offsets[i + 1]]``) that hold a control
+    character, one entry per such character: C0 (below U+0020) or DEL (U+007F)."""
+    at = np.flatnonzero((codepoints < 0x20) | (codepoints == 0x7F))
+    return np.searchsorted(offsets, at, side="right") - 1
+
+
+def _control_mask(ids: dict[str, PackedStrings], maps: dict[str, PackedMaps],
+                  n: int) -> npt.NDArray[np.bool_]:
+    """Which of ``n`` events hold a control character in an id or a map key."""
+    out = np.zeros(n, dtype=np.bool_)
+    for p in ids.values():
+        out[_rows_with_control(p.offsets, p.codepoints)] = True
+    for m in maps.values():
+        if m.n_entries:
+            entries = _rows_with_control(m.keys.offsets, m.keys.codepoints)
+            out[np.searchsorted(m.indptr, entries, side="right") - 1] = True
+    return out
+
+
+def _control_message(where: str, text: str) -> str:
+    """The detail of ``control_character`` for ``text``, found in ``where``."""
+    at = first_control(text)
+    assert at is not None
+    return (f"{where} holds the control character U+{ord(text[at]):04X} at index {at}; "
+            "remove it (ids, event types and map keys must not contain U+0000-U+001F or "
+            "U+007F)")
+
+
+def _control_detail(cols: dict[str, list[Any]], j: int) -> str:
+    """Which id or map key of the others' row ``j`` holds a control character."""
+    for name in ID_FIELDS:
+        text = cols[name][j]
+        if text.__class__ is str and first_control(text) is not None:
+            return _control_message(f"'{name}'", text)
+    for name in MAP_FIELDS:
+        for key in cols[name][j] or ():
+            if first_control(key) is not None:
+                return _control_message(f"the key {key!r:.40} of '{name}'", key)
+    raise AssertionError("no control character in the ids or keys")  # pragma: no cover
 
 
 def _as_str(ids: list[Any]) -> list[str]:
@@ -364,6 +409,12 @@ def _columns(
     unknown_version[rest] = ~np.fromiter(
         map(SUPPORTED_SCHEMA_VERSIONS.__contains__, cols["schema_version"]), dtype=np.bool_,
         count=r)
+    # Control characters in ids and map keys. The scanner defers every string holding
+    # one (a raw C0 byte is not JSON; an escape and a DEL are deferred), so only the rows
+    # of the others can, and only their columns are searched.
+    control = np.zeros(n, dtype=np.bool_)
+    if r:
+        control[rest] = _control_mask(r_ids, r_maps, r)
     id_len = {name: p.lengths for name, p in ids.items()}
     is_rating = codes == _RATING
     has_value = ~np.isnan(value)
@@ -375,6 +426,7 @@ def _columns(
         RejectReason.ID_TOO_LONG: (id_len["event_id"] > MAX_ID_LENGTH)
         | (id_len["user_id"] > MAX_ID_LENGTH)
         | (id_len["item_id"] > MAX_ID_LENGTH),
+        RejectReason.CONTROL_CHARACTER: control,
         RejectReason.INVALID_TIMESTAMP: ~ts_ok,
         RejectReason.MISSING_FIELD: is_rating & ~has_value,
         RejectReason.ABSURD_NUMBER: has_value & (np.abs(value) > cfg.max_abs_value),
@@ -396,10 +448,13 @@ def _columns(
             version = cols["schema_version"][j] if j is not None else SCHEMA_VERSION
             ts_text = (cols["timestamp"][j] if j is not None
                        else scanned.ts_text[k] if scanned is not None else None)
-            rejections.append(
-                Rejection(k, reason, _post_detail(reason, version, ts_text, codes[k],
-                                                  value[k], ts[k], id_len, k, now_ms, cfg))
-            )
+            if reason is RejectReason.CONTROL_CHARACTER:
+                assert j is not None  # only the others' rows are searched
+                detail = _control_detail(cols, j)
+            else:
+                detail = _post_detail(reason, version, ts_text, codes[k], value[k], ts[k],
+                                      id_len, k, now_ms, cfg)
+            rejections.append(Rejection(k, reason, detail))
     batch = DecodedBatch(
         n_input=n_input,
         index=np.arange(n, dtype=np.int64),
@@ -570,6 +625,8 @@ def _group_reason(path: tuple[Any, ...], errs: list[Any]) -> tuple[RejectReason,
     if kind == "too_long":
         return RejectReason.MAP_TOO_LARGE, err
     if kind == "literal_error" and field_name == "event_type" and isinstance(err["input"], str):
+        if first_control(err["input"]) is not None:
+            return RejectReason.CONTROL_CHARACTER, err
         return RejectReason.UNKNOWN_EVENT_TYPE, err
     return RejectReason.WRONG_TYPE, err
 
@@ -580,6 +637,8 @@ def _slow_detail(reason: RejectReason, path: tuple[Any, ...], err: Any) -> str:
         return f"'{where}' is missing; add it"
     if reason is RejectReason.UNKNOWN_EVENT_TYPE:
         return f"event_type {err['input']!r:.40} is unknown; {_FIX[reason]}"
+    if reason is RejectReason.CONTROL_CHARACTER:  # the event type: ids are judged later
+        return _control_message(f"'{where}'", err["input"])
     if reason is RejectReason.ID_TOO_LONG:
         return (f"'{where}' is longer than {MAX_ID_LENGTH} characters; send a shorter id "
                 "(a hash of a long key works)")

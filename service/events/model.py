@@ -11,6 +11,9 @@ Two views of the same contract live here and are kept in lockstep by the tests:
 
 Checks that need configuration (the rating range, the allowed lateness, id lengths in
 bytes…) are not part of the types: the decoder applies them vectorised to the whole batch.
+So are the rules that :class:`Event` states but the ``TypedDict`` leaves out, each with a
+reason code of its own: ids of 1-128 characters, and no control character (C0 or DEL,
+:data:`CONTROL_PATTERN`) in an id or a map key.
 
 Example
 -------
@@ -25,10 +28,12 @@ Example
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -70,6 +75,33 @@ MAX_EPOCH_MS = 253_402_300_799_999
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
+CONTROL_PATTERN = r"[\x00-\x1f\x7f]"
+"""The control characters ids, the event type and map keys must not hold: C0 and DEL.
+
+A JSON Schema ``pattern`` is searched, not matched, so the schema says ``"not":
+{"pattern": CONTROL_PATTERN}`` rather than ``^[^...]*$``, whose ``$`` Python's ``re`` (and
+so the ``jsonschema`` package) also matches before a trailing newline."""
+
+_CONTROL = re.compile(CONTROL_PATTERN)
+
+
+def first_control(text: str) -> int | None:
+    """Index of the first control character of ``text``, or ``None``.
+
+    >>> first_control("u\\x00x"), first_control("caf\\u00e9"), first_control("\\x7f")
+    (1, None, 0)
+    """
+    found = _CONTROL.search(text)
+    return None if found is None else found.start()
+
+
+def _no_control(text: str) -> str:
+    at = first_control(text)
+    if at is not None:
+        raise ValueError(f"must not hold a control character (U+{ord(text[at]):04X} at "
+                         f"index {at})")
+    return text
+
 
 class EventType(StrEnum):
     """What the user did. The integer :attr:`code` is the ``event_type`` column's value."""
@@ -99,9 +131,11 @@ EventTypeName = Literal["impression", "click", "add_to_cart", "purchase", "ratin
 IdInt = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
 EpochMs = Annotated[int, Field(strict=True, ge=0, le=MAX_EPOCH_MS)]
 TimestampText = Annotated[str, StringConstraints(strict=True, max_length=MAX_TIMESTAMP_TEXT)]
-# The model (and so the JSON Schema) states the id and timestamp rules that the fast path
-# checks vectorised after validation, to give each failure its own reason code.
-IdText = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH)]
+# The model (and so the JSON Schema) states the id, key and timestamp rules that the fast
+# path checks vectorised after validation, to give each failure its own reason code.
+_PRINTABLE = Field(json_schema_extra={"not": {"pattern": CONTROL_PATTERN}})
+IdText = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_ID_LENGTH),
+                   AfterValidator(_no_control), _PRINTABLE]
 DateTimeText = Annotated[TimestampText, Field(json_schema_extra={"format": "date-time"})]
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 MapKey = Annotated[str, StringConstraints(strict=True, max_length=MAX_KEY_LENGTH)]
@@ -113,6 +147,8 @@ MapInt = Annotated[int, Field(strict=True, ge=-int(MAX_ABS_NUMBER), le=int(MAX_A
 # bool before int: in Python a bool is an int, and strict mode keeps JSON true a bool.
 MapValue = StrictBool | MapInt | MapNumber | MapText | None
 FeatureMap = Annotated[dict[MapKey, MapValue], Field(max_length=MAX_MAP_KEYS)]
+PrintableMapKey = Annotated[MapKey, AfterValidator(_no_control), _PRINTABLE]
+PrintableFeatureMap = Annotated[dict[PrintableMapKey, MapValue], Field(max_length=MAX_MAP_KEYS)]
 
 
 class EventDict(TypedDict):
@@ -160,6 +196,7 @@ class Event(BaseModel):
         ``impression``, ``click``, ``add_to_cart``, ``purchase`` or ``rating``.
     user_id, item_id
         1-128 characters; a JSON integer is accepted and used as its decimal string.
+        No id may hold a control character (U+0000-U+001F or U+007F).
     timestamp
         When the event happened: an RFC 3339 string with a ``Z`` or numeric offset, or an
         integer number of milliseconds since the Unix epoch.
@@ -168,8 +205,9 @@ class Event(BaseModel):
         otherwise optional: a price for ``purchase``, a dwell time for ``impression``
         (finite and not negative).
     context, user_features, item_features
-        Optional flat maps of at most 16 entries: keys of at most 64 characters, values a string
-        (≤ 256 characters), a number, a boolean or ``null`` (= missing).
+        Optional flat maps of at most 16 entries: keys of at most 64 characters without
+        control characters, values a string (≤ 256 characters, any characters), a
+        number, a boolean or ``null`` (= missing).
 
     Unknown top-level fields are ignored, so producers may add fields before consumers
     use them.
@@ -198,11 +236,13 @@ class Event(BaseModel):
     value: FiniteFloat | None = Field(
         None, description="Rating (required for ratings), price or dwell time."
     )
-    context: FeatureMap | None = Field(
+    context: PrintableFeatureMap | None = Field(
         None, description="Where it happened: device, page, position..."
     )
-    user_features: FeatureMap | None = Field(None, description="Attributes of the user.")
-    item_features: FeatureMap | None = Field(None, description="Attributes of the item.")
+    user_features: PrintableFeatureMap | None = Field(
+        None, description="Attributes of the user.")
+    item_features: PrintableFeatureMap | None = Field(
+        None, description="Attributes of the item.")
 
     @field_validator("user_id", "item_id", mode="after")
     @classmethod

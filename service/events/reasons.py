@@ -52,6 +52,25 @@ class RejectReason(StrEnum):
     """A feature-map key or string value, or a timestamp string, is too long."""
     MAP_TOO_LARGE = "map_too_large"
     """A feature map has more than 16 entries."""
+    CONTROL_CHARACTER = "control_character"
+    """An id (``event_id``, ``user_id``, ``item_id``), the ``event_type`` or a key of a
+    feature map holds a control character: C0 (U+0000-U+001F, tab and newline included)
+    or DEL (U+007F), written as a JSON escape such as ``\\u0000`` or, for DEL, raw (a
+    raw C0 byte inside a JSON string is ``not_json``). Ids and keys are judged after the
+    types and limits: a message that also has a wrong type or a map too large gets that
+    reason.
+
+    A code of its own rather than a reused one: ``wrong_type`` would send the producer
+    looking at JSON types, ``unknown_event_type`` hides that the type was *almost*
+    right (``"click\\u0000"``, a C string's terminator) and no existing code fits an
+    id or a key. One code for all these fields rather than an ``invalid_id``: the fault
+    (a NUL terminator, a stray newline from a line reader, a DEL) and its fix are the
+    same whichever field shows it, and the detail names the field and the character.
+    String *values* of feature maps may hold control characters: they are data (free
+    text with tabs or newlines), hashed as they are, never used as names. (Before this
+    code, an ``event_type`` with a control character was reported as
+    ``unknown_event_type``; ids and keys with one were accepted.)
+    """
     INVALID_TIMESTAMP = "invalid_timestamp"
     """``timestamp`` is a string but not an RFC 3339 timestamp."""
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"

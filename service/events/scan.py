@@ -8,15 +8,17 @@ byte spans, numbers converted in place. A message it cannot read *exactly* as th
 contract would is deferred, never guessed at; the decoder hands those to the orjson
 screen (:mod:`service.events.fast`) and then to pydantic, so every rejection reason and
 detail is unchanged. Deferred are, among others: anything that is not valid JSON, a
-string with an escape or a byte outside ASCII, an unknown or repeated key (top level or
-in a map), a value of a wrong type or past a limit, an integer id or number of more than
-18 digits, a decimal number with more than 15 significant digits or an exponent beyond
-±22 (which Clinger's fast path could not convert with exact rounding), ``-0`` as an
-integer id, and a map value that is an object or an array.
+string with an escape, a DEL or a byte outside ASCII, an unknown or repeated key (top
+level or in a map), a value of a wrong type or past a limit, an integer id or number of
+more than 18 digits, a decimal number with more than 15 significant digits or an exponent
+beyond ±22 (which Clinger's fast path could not convert with exact rounding), ``-0`` as
+an integer id, and a map value that is an object or an array.
 
 The checks that give rejection reasons of their own (empty or long ids, timestamps,
 value ranges, schema version) stay in the decoder, which runs them on the columns of
-every accepted message alike.
+every accepted message alike. Control characters are the exception: every string the
+scanner reads is free of them (a raw C0 byte is not JSON, an escape or a DEL is
+deferred), so the decoder searches only the columns of the deferred messages for them.
 
 Example
 -------
@@ -149,7 +151,9 @@ def _scan(
             p += 1
             while p < end and buf[p] != 34:
                 c = buf[p]
-                if c == 92 or c >= 128 or c < 32:  # an escape, non-ASCII, a control byte
+                # An escape, a control byte (C0 is not JSON, DEL is refused in keys) or
+                # non-ASCII: the slower paths decide.
+                if c == 92 or c >= 127 or c < 32:
                     bad = True
                     break
                 p += 1
@@ -229,7 +233,8 @@ def _scan(
                     vs = p
                     while p < end and buf[p] != 34:
                         d = buf[p]
-                        if d == 92 or d >= 128 or d < 32:
+                        # As in keys: DEL is refused in ids (and rare elsewhere).
+                        if d == 92 or d >= 127 or d < 32:
                             bad = True
                             break
                         p += 1

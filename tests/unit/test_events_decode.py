@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.events.decode import decode_batch
-from service.events.model import EVENT_TYPE_CODES
+from service.events.model import CONTROL_PATTERN, EVENT_TYPE_CODES
 from service.events.reasons import RejectReason
 from service.events.timestamps import parse_rfc3339_one
 from service.preprocess.config import PreprocessConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+CONTROL = re.compile(CONTROL_PATTERN)
 NOW = parse_rfc3339_one("2026-11-27T18:00:00Z")
 assert NOW is not None
 GOOD = {
@@ -41,12 +43,17 @@ def _event(**changes: object) -> bytes:
 INVALID_FILES = sorted((EXAMPLES / "invalid").glob("*.json"))
 
 
+def named_reason(path: Path) -> RejectReason:
+    """``<reason>.json`` or ``<reason>.<variant>.json``: the reason the file is refused with."""
+    return RejectReason(path.name.split(".")[0])
+
+
 @pytest.mark.parametrize("path", INVALID_FILES, ids=[p.stem for p in INVALID_FILES])
 def test_each_invalid_example_is_rejected_with_the_reason_it_is_named_after(path: Path) -> None:
     batch = decode_batch([path.read_bytes()], NOW)
     assert len(batch) == 0
     (rejection,) = batch.rejections
-    assert rejection.reason == RejectReason(path.stem)
+    assert rejection.reason == named_reason(path)
     assert rejection.index == 0
     assert len(rejection.detail) > 10
 
@@ -93,6 +100,25 @@ CASES: list[tuple[bytes | None, RejectReason, dict[str, object]]] = [
     (_event(user_id=""), RejectReason.EMPTY_ID, {}),
     (_event(event_id="e" * 129), RejectReason.ID_TOO_LONG, {}),
     (_event(item_id="é" * 129), RejectReason.ID_TOO_LONG, {}),
+    # Control characters (C0 and DEL) in ids, the event type and map keys.
+    (_event(user_id="u\u0000x"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(event_id="e\x1f"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(item_id="\x7f"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(item_id="i7\n"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(user_id="\tu42"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(event_type="rating\x00"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(event_type="\x7fclick"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(context={"dev\x00ice": "ios"}), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(user_features={"age\x7f": 3}), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(item_features={"\r": None}), RejectReason.CONTROL_CHARACTER, {}),
+    # Raw DEL bytes are valid JSON; a raw C0 byte inside a string is not.
+    (_event(user_id="u42").replace(b"u42", b"u42\x7f"), RejectReason.CONTROL_CHARACTER, {}),
+    (_event(context={"dev": "ios"}).replace(b"dev", b"d\x7fev"),
+     RejectReason.CONTROL_CHARACTER, {}),
+    (_event(user_id="u42").replace(b"u42", b"u\x00"), RejectReason.NOT_JSON, {}),
+    # Map string values may hold any character; C1 controls, non-ASCII are not C0/DEL.
+    (_event(context={"query": "a\tb\n\x00\x7f"}), None, {}),  # type: ignore[list-item]
+    (_event(user_id="u\x85", item_id="\u00e9\u2028"), None, {}),  # type: ignore[list-item]
     (_event(context={"k" * 65: 1}), RejectReason.FIELD_TOO_LONG, {}),
     (_event(timestamp="2026-11-27T18:00:00.000000000000000000000000000000Z"),
      RejectReason.FIELD_TOO_LONG, {}),
@@ -122,9 +148,17 @@ def test_rejection_reason_table(
 def test_every_reason_but_duplicate_and_internal_error_is_exercised() -> None:
     # duplicate is the preprocessor's (see test_preprocess_preprocessor); internal_error
     # would mean a bug.
-    covered = {r for _, r, _ in CASES} | {RejectReason(p.stem) for p in INVALID_FILES}
+    covered = {r for _, r, _ in CASES} | {named_reason(p) for p in INVALID_FILES}
     expected = set(RejectReason) - {RejectReason.DUPLICATE, RejectReason.INTERNAL_ERROR}
     assert expected <= covered
+
+
+def test_every_reason_is_documented_in_order() -> None:
+    # docs/events.md's table is the producers' list of codes, in the order they win.
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    table = doc.split("## Rejection reasons", 1)[1].split("\n## ", 1)[0]
+    codes = re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.MULTILINE)
+    assert codes == [r.value for r in RejectReason]
 
 
 def test_the_version_is_judged_before_the_rest() -> None:
@@ -139,6 +173,52 @@ def test_details_tell_the_producer_what_to_fix() -> None:
     details = [r.detail for r in batch.rejections]
     assert "[0.5, 5]" in details[0]
     assert "impression" in details[1] and "'like'" in details[1]
+
+
+def test_control_character_details_name_the_field_and_the_character() -> None:
+    batch = decode_batch([
+        _event(user_id="u\u0000x"),
+        _event(event_type="click\x7f"),
+        _event(context={"device": "ios", "po\x1fs": 3}),
+        _event(user_id="u\x01", item_id="i\x02"),  # the first id in field order
+        _event(item_id="i\x02", item_features={"\x03": 1}),  # ids before keys
+    ], NOW)
+    fix = ("; remove it (ids, event types and map keys must not contain U+0000-U+001F or "
+           "U+007F)")
+    assert [(r.index, r.reason, r.detail) for r in batch.rejections] == [
+        (0, RejectReason.CONTROL_CHARACTER,
+         "'user_id' holds the control character U+0000 at index 1" + fix),
+        (1, RejectReason.CONTROL_CHARACTER,
+         "'event_type' holds the control character U+007F at index 5" + fix),
+        (2, RejectReason.CONTROL_CHARACTER,
+         "the key 'po\\x1fs' of 'context' holds the control character U+001F at index 2"
+         + fix),
+        (3, RejectReason.CONTROL_CHARACTER,
+         "'user_id' holds the control character U+0001 at index 1" + fix),
+        (4, RejectReason.CONTROL_CHARACTER,
+         "'item_id' holds the control character U+0002 at index 1" + fix),
+    ]
+    # The detail goes into a dead-letter header: it holds no control character itself.
+    assert not any(c < " " or c == "\x7f" for r in batch.rejections for c in r.detail)
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    # The types and limits pydantic checks come first, as in the table of reasons...
+    ({"user_id": "u\x00", "value": "4"}, RejectReason.WRONG_TYPE),
+    ({"event_type": "click\x00", "value": "4"}, RejectReason.WRONG_TYPE),
+    ({"item_id": "\x7f", "context": {str(i): i for i in range(17)}},
+     RejectReason.MAP_TOO_LARGE),
+    ({"user_id": "u\x00", "context": {"k" * 65: 1}}, RejectReason.FIELD_TOO_LONG),
+    # ...then the batch-wide checks, in the order of the table.
+    ({"event_id": "", "user_id": "u\x00"}, RejectReason.EMPTY_ID),
+    ({"event_id": "e" * 129, "context": {"\x00": 1}}, RejectReason.ID_TOO_LONG),
+    ({"user_id": "u\x00", "timestamp": "yesterday"}, RejectReason.CONTROL_CHARACTER),
+    ({"user_id": "u\x00", "value": 9.0}, RejectReason.CONTROL_CHARACTER),
+    ({"context": {"\x7f": 1}, "timestamp": NOW - 10**9}, RejectReason.CONTROL_CHARACTER),
+])
+def test_which_reason_wins_with_a_control_character(changes: dict[str, object],
+                                                    reason: RejectReason) -> None:
+    assert _one(_event(**changes)) == reason
 
 
 # -- accepted columns ------------------------------------------------------------------------
@@ -188,18 +268,23 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=10,
 )
+# Text that often holds a control character (C0, DEL) next to ordinary and C1 characters.
+controlled = st.text(st.sampled_from("a\x00\t\n\x1f \x7f\x80\x9f\u00e9"), min_size=1,
+                     max_size=3)
 near_events = st.fixed_dictionaries(
     {},
     optional={
         "schema_version": st.sampled_from([1, 1, 1, 2, "1", None]),
-        "event_id": st.text(max_size=3) | st.integers(),
-        "event_type": st.sampled_from([*EVENT_TYPE_CODES, "x", 1]),
-        "user_id": st.text(max_size=3) | st.integers(min_value=-(2**70), max_value=2**70),
-        "item_id": st.text(max_size=3) | st.integers(),
+        "event_id": st.text(max_size=3) | st.integers() | controlled,
+        "event_type": st.sampled_from([*EVENT_TYPE_CODES, "x", 1, "click\x00", "\x7fclick"]),
+        "user_id": st.text(max_size=3) | st.integers(min_value=-(2**70), max_value=2**70)
+        | controlled,
+        "item_id": st.text(max_size=3) | st.integers() | controlled,
         "timestamp": st.integers(min_value=NOW - 10**11, max_value=NOW + 10**9)
         | st.sampled_from(["2026-11-27T17:00:00Z", "2026-11-27T17:00:00+05:00", "bad"]),
         "value": st.floats(allow_nan=True) | st.none() | st.integers(),
-        "context": st.none() | st.dictionaries(st.text(max_size=3), json_values, max_size=3),
+        "context": st.none() | st.dictionaries(st.text(max_size=3) | controlled, json_values,
+                                               max_size=3),
     },
 )
 
@@ -229,4 +314,7 @@ def test_every_message_is_either_accepted_or_rejected_once(values: list[bytes | 
     assert len(b.event_id) == len(b.user_id) == len(b.item_id) == len(b.context) == n
     assert len(b.event_type) == len(b.ts_ms) == len(b.value) == n
     assert all(isinstance(x, str) and 0 < len(x) <= 128 for x in b.user_id + b.item_id)
+    keys = [k for name in ("context", "user_features", "item_features")
+            for m in getattr(b, name) if m for k in m]
+    assert not any(CONTROL.search(x) for x in b.event_id + b.user_id + b.item_id + keys)
     assert bool(np.all(b.ts_ms <= NOW + 300_000)) and bool(np.all(b.ts_ms >= NOW - 86_400_000))

@@ -8,6 +8,7 @@ detail, for well-formed events, near misses and garbage alike.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from hypothesis import strategies as st
 
 from service.events.decode import DecodedBatch, _decode
 from service.events.fast import parse_columns
-from service.events.model import EVENT_TYPE_CODES
+from service.events.model import CONTROL_PATTERN, EVENT_TYPE_CODES
+from service.events.reasons import RejectReason
 from service.preprocess.config import PreprocessConfig
 
 NOW = 1_795_802_400_000
+CONTROL = re.compile(CONTROL_PATTERN)
 CFG = PreprocessConfig()
 
 
@@ -53,16 +56,23 @@ json_values = st.recursive(
 map_values = (st.none() | st.booleans() | st.integers(-(10**16), 10**16)
               | st.floats(-2e15, 2e15) | st.text(max_size=5)
               | st.sampled_from(["x" * 256, "x" * 257, 2**64, [1], {"a": 1}]))
+# Text that often holds a control character (C0, DEL), among ordinary and C1 characters:
+# refused in ids, the event type and map keys, allowed in map string values.
+controlled = st.text(st.sampled_from("a\x00\t\n\x1f \x7f\x80\x9f\u00e9"), min_size=1,
+                     max_size=4)
+map_values |= controlled
 maps = st.none() | st.dictionaries(
-    st.text(max_size=3) | st.sampled_from(["k" * 64, "k" * 65, "device"]), map_values,
-    max_size=5) | st.just({str(i): i for i in range(17)})
+    st.text(max_size=3) | controlled | st.sampled_from(["k" * 64, "k" * 65, "device"]),
+    map_values, max_size=5) | st.just({str(i): i for i in range(17)})
 ids = (st.text(min_size=0, max_size=4) | st.integers(-(2**64), 2**64) | st.booleans()
-       | st.none() | st.floats(allow_nan=False, allow_infinity=False)
-       | st.sampled_from(["x" * 128, "x" * 129, "é", "\ud800"]))
+       | st.none() | st.floats(allow_nan=False, allow_infinity=False) | controlled
+       | st.sampled_from(["x" * 128, "x" * 129, "x" * 129 + "\x00", "é", "\ud800",
+                          "u\x00x", "\x7f", "\n"]))
 FIELDS = {
     "schema_version": st.sampled_from([1, 2, 0, "1", True, 1.0, None, 2**64]),
     "event_id": ids,
-    "event_type": st.sampled_from([*EVENT_TYPE_CODES, "x", 1, None, True]),
+    "event_type": st.sampled_from([*EVENT_TYPE_CODES, "x", 1, None, True, "click\x00",
+                                   "\x7fpurchase", "x\x1f"]),
     "user_id": ids,
     "item_id": ids,
     "timestamp": st.integers(NOW - 10**11, NOW + 10**9)
@@ -107,8 +117,14 @@ def dump(obj: Any) -> bytes:
     return json.dumps(obj, allow_nan=True).encode()
 
 
+def dump_raw(obj: Any) -> bytes:
+    """Without escapes where JSON allows it: non-ASCII and DEL as raw bytes."""
+    return json.dumps(obj, allow_nan=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 messages = st.one_of(
     events().map(dump),
+    events().map(dump_raw),
     events().map(lambda e: dump(e)[: len(dump(e)) // 2]),  # truncated
     json_values.map(dump),
     st.binary(max_size=24),
@@ -125,9 +141,31 @@ def test_fast_path_agrees_with_pydantic_on_anything(values: list[Any]) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(events().map(dump), min_size=1, max_size=10))
+@given(st.lists(events().map(dump) | events().map(dump_raw), min_size=1, max_size=10))
 def test_fast_path_agrees_with_pydantic_on_near_events(values: list[bytes]) -> None:
     check(values)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "event_id": controlled, "user_id": controlled, "item_id": controlled,
+    "event_type": st.sampled_from(["click", "click\x00", "\x7fclick"]),
+    "context": st.dictionaries(controlled, controlled, max_size=2),
+    "item_features": st.dictionaries(controlled, controlled | st.integers(-9, 9), max_size=2),
+}), min_size=1, max_size=10), st.booleans())
+def test_fast_path_agrees_with_pydantic_on_control_characters(
+        changes: list[dict[str, Any]], raw: bool) -> None:
+    events = [{**VALID, **c} for c in changes]
+    values = [(dump_raw if raw else dump)(e) for e in events]
+    check(values)
+    # Refused exactly when an id, the event type or a map key holds one; values may.
+    fast = _decode(values, NOW, CFG, fast=True)
+    refused = {r.index for r in fast.rejections}
+    assert {r.reason for r in fast.rejections} <= {RejectReason.CONTROL_CHARACTER}
+    for k, e in enumerate(events):
+        names = [e["event_id"], e["user_id"], e["item_id"], e["event_type"],
+                 *e.get("context", ()), *e.get("item_features", ())]
+        assert (k in refused) == any(CONTROL.search(x) for x in names), e
 
 
 VALID = {"schema_version": 1, "event_id": "e", "event_type": "rating", "user_id": "u",

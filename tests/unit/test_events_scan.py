@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.demo.generator import StreamSpec, SyntheticStream
+from service.events.decode import _decode
 from service.events.maps import PackedMaps
+from service.events.model import CONTROL_PATTERN
 from service.events.packed import PackedStrings
-from service.events.scan import scan_batch
-from tests.unit.test_events_fast import VALID, check, events, maps
+from service.events.reasons import RejectReason
+from service.events.scan import Scanned, scan_batch
+from tests.unit.test_events_fast import CFG, NOW, VALID, check, controlled, events, maps
 
 MAP_FIELDS = ("context", "user_features", "item_features")
+CONTROL = re.compile(CONTROL_PATTERN)
 
 
 def compact(obj: Any, ascii_only: bool = True) -> bytes:
@@ -48,6 +53,16 @@ def assert_read_like_orjson(raw: bytes, s: Any, k: int) -> None:
     for name in MAP_FIELDS:
         assert repr(s.maps[name].take(np.array([k])).to_dicts()[0]) == repr(
             event.get(name)), name
+
+
+def assert_no_control_read(s: Scanned) -> None:
+    """The decoder relies on it: no id or map key the scanner read holds a C0 or DEL."""
+    rows = np.flatnonzero(s.ok)
+    texts = [x for name in ("event_id", "user_id", "item_id")
+             for x in s.ids[name].take(rows).to_list()]
+    texts += [k for name in MAP_FIELDS for m in s.maps[name].take(rows).to_dicts() if m
+              for k in m]
+    assert not any(CONTROL.search(x) for x in texts)
 
 
 numbers = (st.integers(-(10**19), 10**19) | st.floats(allow_nan=False, allow_infinity=False)
@@ -75,6 +90,32 @@ def test_compact_events_decode_like_pydantic(batch: list[dict[str, Any]],
     s = scan_batch(values)
     for k in np.flatnonzero(s.ok).tolist():
         assert_read_like_orjson(values[k], s, k)
+    assert_no_control_read(s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["event_id", "user_id", "item_id", "event_type", "key", "value"]),
+       controlled, st.booleans())
+def test_control_characters_are_deferred_and_refused(where: str, text: str,
+                                                     ascii_only: bool) -> None:
+    # ascii_only=False writes DEL raw (valid JSON); C0 is always escaped (raw, not JSON).
+    event: dict[str, Any] = {**VALID, "context": {"device": "ios"}}
+    if where == "key":
+        event["context"] = {"device": "ios", text: 1}
+    elif where == "value":  # a map string value may hold any character
+        event["context"] = {"device": text}
+    else:
+        event[where] += text
+    raw = compact(event, ascii_only)
+    s = scan_batch([raw])
+    assert_no_control_read(s)
+    check([raw, compact(VALID)])
+    batch = _decode([raw], NOW, CFG, fast=True)
+    if where != "value" and CONTROL.search(text):
+        assert not s.ok[0]
+        assert [r.reason for r in batch.rejections] == [RejectReason.CONTROL_CHARACTER]
+    elif where != "event_type":
+        assert batch.rejections == []
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,6 +147,7 @@ def test_typical_events_are_all_scanned() -> None:
         values = stream.encoded_events(300, start_ms=1_800_000_000_000)
         s = scan_batch(values)
         assert s.ok.all(), mode
+        assert_no_control_read(s)
         for k in range(0, len(values), 37):
             assert_read_like_orjson(values[k], s, k)
 
@@ -126,6 +168,11 @@ def test_typical_events_are_all_scanned() -> None:
     compact({**VALID, "context": {str(i): i for i in range(17)}}),  # too many keys
     compact({**VALID, "schema_version": 2}),
     compact({**VALID, "event_id": 5}),
+    compact({**VALID, "user_id": "u\x7f"}, ascii_only=False),  # a raw DEL in an id
+    compact({**VALID, "user_id": "u\x00"}),                   # an escaped NUL in an id
+    compact({**VALID, "context": {"\x7f": 1}}, ascii_only=False),    # in a map key
+    compact({**VALID, "context": {"q": "\x7f"}}, ascii_only=False),  # a value: accepted
+    compact({**VALID, "event_type": "rating\x7f"}, ascii_only=False),
     b"",
 ])
 def test_what_the_scanner_defers_is_decoded_all_the_same(raw: bytes) -> None:

@@ -52,17 +52,64 @@ def test_valid_examples_pass_schema_model_and_decoder(path: Path) -> None:
 SCHEMA_LEVEL = {
     "not_object", "missing_field", "wrong_type", "unknown_event_type",
     "unknown_schema_version", "absurd_number", "empty_id", "id_too_long", "field_too_long",
-    "map_too_large",
+    "map_too_large", "control_character",
 }
+# <reason>.json or <reason>.<variant>.json
+SCHEMA_LEVEL_FILES = sorted(p for p in (EXAMPLES / "invalid").glob("*.json")
+                            if p.name.split(".")[0] in SCHEMA_LEVEL)
 
 
-@pytest.mark.parametrize("name", sorted(SCHEMA_LEVEL))
-def test_schema_level_invalid_examples_fail_the_schema_and_the_model(name: str) -> None:
-    raw = (EXAMPLES / "invalid" / f"{name}.json").read_bytes()
+def test_every_schema_level_reason_has_an_example() -> None:
+    assert {p.name.split(".")[0] for p in SCHEMA_LEVEL_FILES} == SCHEMA_LEVEL
+
+
+@pytest.mark.parametrize("path", SCHEMA_LEVEL_FILES, ids=lambda p: p.stem)
+def test_schema_level_invalid_examples_fail_the_schema_and_the_model(path: Path) -> None:
+    raw = path.read_bytes()
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(json.loads(raw), schema_export.event_schema())
     with pytest.raises(ValueError):
         Event.model_validate_json(raw)
+
+
+def test_the_raw_del_example_holds_a_raw_del() -> None:
+    raw = (EXAMPLES / "invalid" / "control_character.raw_del.json").read_bytes()
+    assert b"\x7f" in raw and b"\\u007f" not in raw.lower()
+
+
+GOOD = {"schema_version": 1, "event_id": "e-1", "event_type": "click", "user_id": "u42",
+        "item_id": "i7", "timestamp": "2026-11-27T18:00:00Z",
+        "context": {"device": "ios"}, "user_features": {"q": "a\tb"}}
+
+
+def _with(where: str, text: str) -> dict[str, object]:
+    if where in ("context", "user_features", "item_features"):
+        return {**GOOD, where: {text: 1}}
+    if where == "value":
+        return {**GOOD, "item_features": {"query": text}}
+    return {**GOOD, where: text}
+
+
+@pytest.mark.parametrize("where", ["event_id", "user_id", "item_id", "event_type", "context",
+                                   "user_features", "item_features", "value"])
+@pytest.mark.parametrize("text", ["u\x00x", "\x1f", "i7\n", "\tu", "x\x7f", "u\x80",
+                                  "\u00e9\u2028", "click"])
+def test_schema_model_and_decoder_agree_on_control_characters(where: str, text: str) -> None:
+    # A trailing newline too: the schema says "not": {"pattern": ...} because Python's re
+    # (and so jsonschema) matches "$" before a final newline.
+    event = _with(where, text)
+    control = any(c < " " or c == "\x7f" for c in text) and where != "value"
+    valid = text == "click" if where == "event_type" else not control
+    schema_ok = jsonschema.Draft202012Validator(schema_export.event_schema()).is_valid(event)
+    try:
+        Event.model_validate(event)
+        model_ok = True
+    except ValueError:
+        model_ok = False
+    decoded = decode_batch([json.dumps(event).encode()], NOW)  # type: ignore[arg-type]
+    assert (schema_ok, model_ok, not decoded.rejections) == (valid, valid, valid)
+    if control:
+        assert decoded.rejections[0].reason == "control_character"
 
 
 def test_fast_path_and_model_have_the_same_fields() -> None:
