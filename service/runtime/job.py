@@ -495,7 +495,10 @@ class Job:
         if rejected:
             self._dead_letter(messages, rejected)
         self._advance(messages)
-        self._record(outcome, time.perf_counter() - started)
+        try:
+            self._record(outcome, time.perf_counter() - started)
+        except Exception:  # metrics are no reason to stop learning
+            log.exception("could not record the metrics of a batch")
         if self.exchange is not None:
             self._unsent_examples += outcome.n_trained
             self.metrics.shared_unsent_examples.set(self._unsent_examples)
@@ -755,6 +758,21 @@ class Job:
             self._published(result.outcome, result.error)
 
     def _maybe_checkpoint_and_publish(self) -> None:
+        """Checkpoint and publish when due; a failure is logged and tried again later.
+
+        Not even a bug here may stop the loop: a checkpoint that cannot be taken leaves
+        the events since the last one uncheckpointed (so, with the object store down,
+        consumption pauses at ``checkpoint.max_uncheckpointed_events``), a snapshot that
+        cannot be published leaves the champion as it is.
+        """
+        try:
+            self._checkpoint_and_publish_when_due()
+        except Exception:
+            self.metrics.checkpoint_failures.inc()
+            log.exception("checkpoint or snapshot failed; trying again at the next interval")
+            self._last_checkpoint_at = self._last_snapshot_at = time.monotonic()
+
+    def _checkpoint_and_publish_when_due(self) -> None:
         now = time.monotonic()
         cp = self.settings.checkpoint
         every_seconds = cp.every_seconds

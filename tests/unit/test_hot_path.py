@@ -261,3 +261,15 @@ def test_micro_batch_is_about_as_accurate_as_per_event_on_a_short_stream(make: A
     per_event = _progressive_rmse(make(PerEvent()), batch)
     micro = _progressive_rmse(make(MicroBatch(256)), batch)
     assert micro <= per_event * 1.03, (micro, per_event)
+
+
+def test_a_checkpoint_that_raises_is_logged_and_retried_not_fatal() -> None:
+    def broken() -> None:
+        raise ValueError("planted: the state copy failed")
+
+    job = SimpleNamespace(metrics=ServiceMetrics(process_metrics=False),
+                          _checkpoint_and_publish_when_due=broken,
+                          _last_checkpoint_at=0.0, _last_snapshot_at=0.0)
+    Job._maybe_checkpoint_and_publish(job)  # type: ignore[arg-type]
+    assert _gauge(job, "freshrec_checkpoint_failures_total") == 1
+    assert job._last_checkpoint_at > 0  # not again at once: at the next interval
