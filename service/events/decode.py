@@ -42,6 +42,7 @@ from service.events.packed import PackedStrings
 from service.events.reasons import Rejection, RejectReason
 from service.events.scan import ID_FIELDS, Scanned, scan_batch
 from service.events.timestamps import format_rfc3339, parse_packed_rfc3339, parse_rfc3339
+from service.events.watermark import Watermarks
 
 if TYPE_CHECKING:  # a runtime import would be circular: preprocess imports this module
     from service.preprocess.config import PreprocessConfig
@@ -151,7 +152,9 @@ class DecodedBatch:
 
 
 def decode_batch(
-    values: Sequence[bytes | None], now_ms: int, config: PreprocessConfig | None = None
+    values: Sequence[bytes | None], now_ms: int, config: PreprocessConfig | None = None,
+    *, watermarks: Watermarks | None = None,
+    partitions: npt.NDArray[np.int64] | None = None,
 ) -> DecodedBatch:
     """Decode and validate raw message values.
 
@@ -160,9 +163,15 @@ def decode_batch(
     values
         Message values as consumed (``None`` for a tombstone).
     now_ms
-        Processing time in epoch milliseconds: the reference for lateness and future skew.
+        Processing time in epoch milliseconds: the reference for future skew only.
     config
         Limits (message size, lateness, rating range…); defaults when ``None``.
+    watermarks
+        The stream's watermarks (:mod:`service.events.watermark`), which lateness is
+        judged against and which advance over the accepted events; ``None`` judges the
+        batch on its own (only against the events before it in the batch).
+    partitions
+        The partition of each message, for per-partition watermarks (``None``: one).
 
     Example
     -------
@@ -179,11 +188,14 @@ def decode_batch(
 
         config = PreprocessConfig()
     with gc_paused():
-        return _decode(values, now_ms, config, fast=True)
+        return _decode(values, now_ms, config, fast=True,
+                       watermarks=watermarks if watermarks is not None else Watermarks(),
+                       partitions=partitions)
 
 
 def _decode(
-    values: Sequence[bytes | None], now_ms: int, cfg: PreprocessConfig, fast: bool
+    values: Sequence[bytes | None], now_ms: int, cfg: PreprocessConfig, fast: bool,
+    watermarks: Watermarks | None = None, partitions: npt.NDArray[np.int64] | None = None,
 ) -> DecodedBatch:
     """``fast=False`` validates every message with pydantic: the reference the fast paths
     (the compiled scanner, then the orjson screen) must agree with (tests compare them)."""
@@ -226,7 +238,8 @@ def _decode(
         for name in FIELD_NAMES:
             cols[name][j] = event[name]
     try:
-        batch = _columns(scanned, cols, rest, accepted, n, now_ms, cfg, rejections)
+        batch = _columns(scanned, cols, rest, accepted, n, now_ms, cfg, rejections,
+                         watermarks if watermarks is not None else Watermarks(), partitions)
     except Exception as exc:  # pragma: no cover - defensive: a bug must not stop the stream
         batch = DecodedBatch.empty(n, rejections + [
             _internal(i, exc) for i in np.flatnonzero(accepted).tolist()])
@@ -366,6 +379,8 @@ def _columns(
     now_ms: int,
     cfg: PreprocessConfig,
     rejections: list[Rejection],
+    watermarks: Watermarks,
+    partitions: npt.NDArray[np.int64] | None,
 ) -> DecodedBatch:
     """Every message's columns (scanned rows, then the others put in their place), the
     contract's batch-wide checks on the accepted ones, and the batch of those that pass."""
@@ -433,12 +448,16 @@ def _columns(
         RejectReason.VALUE_OUT_OF_RANGE: has_value
         & np.where(is_rating, (value < cfg.rating_min) | (value > cfg.rating_max), value < 0),
         RejectReason.TIMESTAMP_IN_FUTURE: ts > now_ms + cfg.max_future_skew_ms,
-        RejectReason.TIMESTAMP_TOO_OLD: ts < now_ms - cfg.allowed_lateness_ms,
     }
     code = np.zeros(n, dtype=np.int8)
-    for k, reason in enumerate(_CHECKS, start=1):
+    for k, reason in enumerate(_CHECKS[:-1], start=1):
         code[(code == 0) & masks[reason]] = k
     code[~accepted] = 0  # refused already, with the reason pydantic gave
+    # Lateness last: against the stream's watermark, which only the events accepted
+    # before each one move (service.events.watermark).
+    too_old = watermarks.judge(ts, accepted & (code == 0), partitions,
+                               cfg.allowed_lateness_ms)
+    code[too_old] = len(_CHECKS)
     bad = np.flatnonzero(code)
     if len(bad):
         at_rest = {k: j for j, k in enumerate(rest.tolist())}
@@ -452,8 +471,10 @@ def _columns(
                 assert j is not None  # only the others' rows are searched
                 detail = _control_detail(cols, j)
             else:
+                reference = (int(watermarks.behind[k]) if reason is RejectReason.TIMESTAMP_TOO_OLD
+                             else now_ms)
                 detail = _post_detail(reason, version, ts_text, codes[k], value[k], ts[k],
-                                      id_len, k, now_ms, cfg)
+                                      id_len, k, reference, cfg)
             rejections.append(Rejection(k, reason, detail))
     batch = DecodedBatch(
         n_input=n_input,
@@ -509,10 +530,11 @@ def _post_detail(
         return (f"event time {_when(ts)} is {(ts - now_ms) / 1000:.0f}s ahead of the "
                 f"consumer's clock (more than {cfg.max_future_skew_ms / 1000:.0f}s); send "
                 "UTC times or epoch milliseconds, and check the producer's clock")
-    if reason is RejectReason.TIMESTAMP_TOO_OLD:
-        return (f"event time {_when(ts)} is {(now_ms - ts) / 1000:.0f}s old, more than the "
-                f"allowed lateness of {cfg.allowed_lateness_ms / 1000:.0f}s; such late "
-                "events need a backfill, not the live topic")
+    if reason is RejectReason.TIMESTAMP_TOO_OLD:  # now_ms is the watermark here
+        return (f"event time {_when(ts)} is {(now_ms - ts) / 1000:.0f}s behind the stream "
+                f"(its partition has reached {_when(now_ms)}), more than the allowed "
+                f"lateness of {cfg.allowed_lateness_ms / 1000:.0f}s; send events in time "
+                "order, or raise preprocess.allowed_lateness_ms")
     return reason.value  # pragma: no cover - every reason above has a detail
 
 

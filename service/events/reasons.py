@@ -76,7 +76,9 @@ class RejectReason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     """The event time is later than now plus ``preprocess.max_future_skew_ms``."""
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
-    """The event time is earlier than now minus ``preprocess.allowed_lateness_ms``."""
+    """The event time is more than ``preprocess.allowed_lateness_ms`` behind the stream's
+    watermark: the largest event time accepted so far on its partition (not the clock, so
+    a replay of history in time order is accepted)."""
     VALUE_OUT_OF_RANGE = "value_out_of_range"
     """A rating outside the configured range, or a negative price or dwell time."""
     DUPLICATE = "duplicate"

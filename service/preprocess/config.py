@@ -36,10 +36,12 @@ class PreprocessConfig(BaseModel):
     )
     allowed_lateness_ms: int = Field(
         default=DAY_MS, ge=0,
-        description="Events older than now minus this are rejected as too old."
+        description="Events more than this behind the stream's watermark (the largest event "
+        "time accepted so far on their partition) are rejected as too old."
     )
     max_future_skew_ms: int = Field(
-        default=5 * 60_000, ge=0, description="Events later than now plus this are rejected."
+        default=5 * 60_000, ge=0,
+        description="Events later than the wall clock plus this are rejected."
     )
     rating_min: float = Field(default=0.5, description="Smallest valid rating.")
     rating_max: float = Field(default=5.0, description="Largest valid rating.")

@@ -507,9 +507,12 @@ class Job:
 
     def _learn(self, messages: list[Message]) -> BatchOutcome | None:
         """The pipeline over a batch; ``None`` if it raised and the job rewound."""
+        partitions = np.fromiter(map(_PARTITION, messages), dtype=np.int64,
+                                 count=len(messages))
         if not self.isolation.active:  # the usual case: one call for the whole batch
             try:
-                return self.pipeline.process(list(map(_VALUE, messages)))
+                return self.pipeline.process(list(map(_VALUE, messages)),
+                                             partitions=partitions)
             except Exception as exc:
                 self._rewind([_position(m) for m in messages], exc)
                 return None
@@ -521,7 +524,8 @@ class Job:
                 parts.append((run.indices, _internal_error(self.isolation.reason(positions[i]))))
                 continue
             try:
-                outcome = self.pipeline.process([messages[i].value() for i in run.indices])
+                outcome = self.pipeline.process([messages[i].value() for i in run.indices],
+                                                partitions=partitions[run.indices])
             except Exception as exc:
                 self._rewind([positions[i] for i in run.indices], exc)
                 return None

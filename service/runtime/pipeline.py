@@ -31,6 +31,7 @@ from service.drift.detection import DriftDetection
 from service.drift.monitor import DriftState
 from service.evaluation import ProgressiveEvaluator, sampled_ranks
 from service.events.decode import decode_batch
+from service.events.watermark import Watermarks
 from service.examples import ExampleBatch
 from service.learners import learner_from_state, make_learner
 from service.learners.base import Learner, ModelState
@@ -149,6 +150,7 @@ class Pipeline:
         self.drift = DriftMonitor(settings.drift)
         self.gate = PromotionGate(settings.snapshot)
         self.examples_trained = 0
+        self.watermarks = Watermarks()
         self.extra_state: dict[str, Any] = {}
         # Drift reaction "adapt": the learning rate is multiplied until this many more
         # examples have been learned; ``_base_optimizer`` is the one to go back to.
@@ -191,6 +193,7 @@ class Pipeline:
                 "gate": _batch_arrays(self.gate.window.batch()),
                 "pipeline": ({}, {
                     "examples_trained": self.examples_trained,
+                    "watermarks": self.watermarks.get_state(),
                     "adapt_remaining": self._adapt_remaining,
                     "pending_reactions": [_plain(dataclasses.asdict(d))
                                           for d in self._pending_reactions],
@@ -224,6 +227,7 @@ class Pipeline:
             self.gate.observe(holdout)
         own = meta["pipeline"]
         self.examples_trained = int(own["examples_trained"])
+        self.watermarks.set_state(own.get("watermarks", {}))
         self._adapt_remaining = int(own.get("adapt_remaining", 0))
         self._pending_reactions = [DriftDetection(**d) for d in own.get("pending_reactions", [])]
         base = own.get("base_optimizer")
@@ -256,11 +260,18 @@ class Pipeline:
 
     # -- processing --------------------------------------------------------------------
 
-    def process(self, values: Sequence[bytes | None], now_ms: int | None = None) -> BatchOutcome:
-        """Run one batch of raw message values through every stage."""
+    def process(self, values: Sequence[bytes | None], now_ms: int | None = None,
+                partitions: npt.NDArray[np.int64] | None = None) -> BatchOutcome:
+        """Run one batch of raw message values through every stage.
+
+        ``now_ms`` (the wall clock by default) only bounds how far in the future an event
+        may be; lateness is judged against the stream's own watermarks, per partition
+        (``partitions``: each message's, ``None`` for one partition), kept here.
+        """
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        decoded = decode_batch(values, now_ms, self.settings.preprocess)
+        decoded = decode_batch(values, now_ms, self.settings.preprocess,
+                               watermarks=self.watermarks, partitions=partitions)
         rejected = [Rejected(r.index, str(r.reason), r.detail) for r in decoded.rejections]
         pre = self.preprocessor.transform(decoded, now_ms)
         rejected.extend(Rejected(r.index, str(r.reason), r.detail) for r in pre.rejections)

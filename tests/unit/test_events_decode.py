@@ -15,6 +15,7 @@ from service.events.decode import decode_batch
 from service.events.model import CONTROL_PATTERN, EVENT_TYPE_CODES
 from service.events.reasons import RejectReason
 from service.events.timestamps import parse_rfc3339_one
+from service.events.watermark import Watermarks
 from service.preprocess.config import PreprocessConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -28,8 +29,15 @@ GOOD = {
 }
 
 
+def _stream_at_now() -> Watermarks:
+    """The watermarks of a stream whose events have reached NOW (lateness is judged
+    against the stream, so a lone old event is only too old behind newer ones)."""
+    return Watermarks({0: NOW})
+
+
 def _one(raw: bytes | None, **config: object) -> RejectReason | None:
-    batch = decode_batch([raw], NOW, PreprocessConfig(**config))  # type: ignore[arg-type]
+    batch = decode_batch([raw], NOW, PreprocessConfig(**config),  # type: ignore[arg-type]
+                         watermarks=_stream_at_now())
     assert len(batch) + len(batch.rejections) == 1
     return batch.rejections[0].reason if batch.rejections else None
 
@@ -50,7 +58,7 @@ def named_reason(path: Path) -> RejectReason:
 
 @pytest.mark.parametrize("path", INVALID_FILES, ids=[p.stem for p in INVALID_FILES])
 def test_each_invalid_example_is_rejected_with_the_reason_it_is_named_after(path: Path) -> None:
-    batch = decode_batch([path.read_bytes()], NOW)
+    batch = decode_batch([path.read_bytes()], NOW, watermarks=_stream_at_now())
     assert len(batch) == 0
     (rejection,) = batch.rejections
     assert rejection.reason == named_reason(path)
@@ -318,3 +326,39 @@ def test_every_message_is_either_accepted_or_rejected_once(values: list[bytes | 
             for m in getattr(b, name) if m for k in m]
     assert not any(CONTROL.search(x) for x in b.event_id + b.user_id + b.item_id + keys)
     assert bool(np.all(b.ts_ms <= NOW + 300_000)) and bool(np.all(b.ts_ms >= NOW - 86_400_000))
+
+
+# -- lateness against the stream's watermark ---------------------------------------------------
+
+
+def test_history_replayed_in_time_order_is_accepted_with_default_settings() -> None:
+    # A public ratings set from 1997-1998, in time order: every event years before "now".
+    start = parse_rfc3339_one("1997-09-20T00:00:00Z")
+    assert start is not None
+    values = [_event(event_id=f"e{i}", timestamp=start + i * 600_000) for i in range(2000)]
+    marks = Watermarks()
+    for lo in range(0, 2000, 300):
+        batch = decode_batch(values[lo:lo + 300], NOW, watermarks=marks)
+        assert batch.rejections == []
+    assert marks.marks == {0: start + 1999 * 600_000}
+
+
+def test_an_event_far_older_than_its_neighbours_is_still_too_old() -> None:
+    start = NOW - 30 * 86_400_000
+    old = _event(event_id="late", timestamp=start - 2 * 86_400_000)  # 2 days behind
+    values = [_event(event_id=f"e{i}", timestamp=start + i) for i in range(10)]
+    batch = decode_batch([*values[:5], old, *values[5:]], NOW)
+    (rejection,) = batch.rejections
+    assert (rejection.index, rejection.reason) == (5, RejectReason.TIMESTAMP_TOO_OLD)
+    assert "behind the stream" in rejection.detail and "allowed lateness" in rejection.detail
+
+
+def test_lateness_is_judged_per_partition() -> None:
+    # Partition 1 is a day and a half behind partition 0: on time for its own partition.
+    day = 86_400_000
+    p0 = [_event(event_id=f"a{i}", timestamp=NOW - i) for i in range(3)][::-1]
+    p1 = [_event(event_id=f"b{i}", timestamp=NOW - day * 3 // 2 + i) for i in range(3)]
+    parts = np.array([0, 0, 0, 1, 1, 1], dtype=np.int64)
+    marks = Watermarks()
+    assert decode_batch([*p0, *p1], NOW, watermarks=marks, partitions=parts).rejections == []
+    assert decode_batch([*p0, *p1], NOW, watermarks=Watermarks()).rejections != []
