@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +23,7 @@ from service.preprocess.labels import (
     Labeler,
 )
 from service.runtime.pipeline import Pipeline
+from tests.streams import auc_noise, random_clicks
 
 WINDOW = 100
 TICK_USER = 99
@@ -255,47 +255,6 @@ def test_state_round_trip(first: list[Ev], second: list[Ev]) -> None:
 NOW = 1_795_802_400_000
 
 
-def random_clicks(n: int, n_keys: int, seed: int, rate: float = 0.17) -> list[bytes]:
-    """``n`` impressions of 300 users and 100 items, 300 ms apart, with ``n_keys`` context
-    entries (and a device and a position when ``n_keys``), and a click 1 s later on a
-    ``rate`` of them drawn independently of everything: nothing predicts a label.
-
-    The clicks carry ids only, as click trackers often send them: a positive made of the
-    click event would differ from every impression by its features alone.
-    """
-    rng = np.random.default_rng(seed)
-    start = NOW - 3_600_000
-    timed: list[tuple[int, dict[str, object]]] = []
-    for k in range(n):
-        t = start + 300 * k
-        ids = {"schema_version": 1, "user_id": f"u{rng.integers(300)}",
-               "item_id": f"i{rng.integers(100)}"}
-        context: dict[str, object] = {f"k{j}": f"v{rng.integers(5)}" for j in range(n_keys)}
-        if n_keys:
-            context |= {"device": ["ios", "web"][int(rng.integers(2))],
-                        "position": int(rng.integers(10))}
-        timed.append((t, {**ids, "event_id": f"imp{k}", "event_type": "impression",
-                          "timestamp": t, **({"context": context} if context else {})}))
-        if rng.random() < rate:
-            timed.append((t + 1000, {**ids, "event_id": f"clk{k}", "event_type": "click",
-                                     "timestamp": t + 1000}))
-    timed.sort(key=lambda e: e[0])
-    return [orjson.dumps(e) for _, e in timed]
-
-
-def auc_noise(n_pos: int, n_neg: int) -> float:
-    """Standard deviation of the AUC of scores independent of the labels (the null of the
-    Mann-Whitney test: mean 1/2, variance (n_pos + n_neg + 1) / (12 n_pos n_neg); ties
-    only make it smaller).
-
-    Progressive scores are not quite independent of the labels: each depends on earlier
-    labels through learning, which widens the spread a little (24 seeded runs of the
-    tests below: z from -3.3 to +2.1). The tests allow 4 of these; the leaks they guard
-    against were 12 (timing) and 50 (features).
-    """
-    return math.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))
-
-
 def through_pipeline(model: str, n_keys: int, seed: int) -> Pipeline:
     settings = Settings(
         learner={"model": model, "eval_window": 20_000},  # type: ignore[arg-type]
@@ -304,7 +263,7 @@ def through_pipeline(model: str, n_keys: int, seed: int) -> Pipeline:
         snapshot={"holdout_window": 20_000},  # type: ignore[arg-type]
     )
     pipeline = Pipeline(settings)
-    values = random_clicks(8000, n_keys, seed)
+    values = random_clicks(8000, n_keys, seed, start_ms=NOW - 3_600_000)
     for lo in range(0, len(values), 500):
         pipeline.process(values[lo:lo + 500], now_ms=NOW)
     return pipeline
