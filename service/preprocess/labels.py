@@ -21,8 +21,8 @@ positive is held until its impression's window closes, like a negative. Emitting
 at once and negatives a window later lets timing alone give labels away to predict-then-
 learn: the model has always learned a window's worth of positives more than negatives,
 and the first window of a stream is positives only. On random clicks over ids only,
-FTRL's progressive AUC was 0.56 that way, 0.50 with both held the same window. The price
-is freshness: a click is learned up to one window after its impression.
+FTRL's progressive AUC was 0.56-0.62 that way, 0.50 with both held the same window. The
+price is freshness: a click is learned up to one window after its impression.
 
 Events out of order, and positives without an impression:
 
@@ -262,6 +262,9 @@ def _binary(
                 start = m_ts[slot] - window if k == _UNSEEN else m_ts[slot]
                 if start <= t <= m_ts[slot] + window:
                     if k == _PENDING:
+                        # Only the label and weight change: the entry keeps the impression's
+                        # time and its place in the ring, so it comes out when it would
+                        # have as a negative, and is scored by the same model.
                         meta[_CONVERTED] += 1
                         meta[_NPENDING] -= 1
                         m_kind[slot] = _CLICKED
