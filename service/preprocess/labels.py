@@ -600,6 +600,8 @@ class Labeler:
                 f"max_pending_features={meta.get('max_features')}; this one has "
                 f"{self.capacity} and {self.max_features}: restore with the same settings"
             )
+        if "m_cts" not in arrays:
+            arrays = _from_format_2(arrays)
         size, rsize = len(arrays["m_kind"]), len(arrays["r_key"])
         if max(size, rsize) > self.capacity:
             raise ValueError(f"pending-impression state holds {max(size, rsize)} entries, "
@@ -618,7 +620,18 @@ class Labeler:
         self._meta[_WATERMARK] = int(meta["watermark"])
         self._meta[_NPENDING] = int((self._m["kind"][:size] == _PENDING).sum())
         for name, slot in _COUNTERS.items():
-            self._meta[slot] = int(meta["counters"][name])
+            self._meta[slot] = int(meta["counters"].get(name, 0))  # format 2 had fewer
         self._table = new_table(len(self._m["kind"]) + len(self._r["key"]))
         _rebuild(self._table, self._m["kind"], self._m["key"], self._r["key"],
                  self._r["alive"], self._meta)
+
+
+def _from_format_2(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """A ring saved before positives waited in it (preprocessor state format 2), in
+    today's columns. Its pending impressions carry over as they are. Its clicked entries
+    (kind 2 then, with no features) were positives emitted already, kept only to absorb
+    late impressions: they are dropped, so such an impression becomes a negative."""
+    kind = np.asarray(arrays["m_kind"], np.int8).copy()
+    kind[kind == _CLICKED] = _DEAD
+    return {**arrays, "m_kind": kind, "m_cts": np.asarray(arrays["m_ts"], np.int64).copy(),
+            "m_w": np.zeros(len(kind), np.float32)}

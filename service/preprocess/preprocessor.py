@@ -37,9 +37,10 @@ from service.preprocess.hashing import combine_arrays, hash_packed, seed_for
 from service.preprocess.labels import BinaryLabels, Labeler
 from service.preprocess.vocabulary import HashingEncoder, Vocabulary
 
-# 3: pending entries hold positives with their impression's state (labels.py); a format
-# 2 checkpoint's clicked entries have no features and were emitted already.
+# 3: pending entries hold positives with their impression's state (labels.py). Format 2
+# is still read: its clicked entries were emitted already and are dropped on load.
 STATE_FORMAT = 3
+_READABLE_FORMATS = (2, STATE_FORMAT)
 _HOLDOUT_SCALE = float(1 << 53)
 # Settings that change what a row or slot means: state saved under others is refused.
 _FINGERPRINT_FIELDS = (
@@ -288,10 +289,11 @@ class Preprocessor:
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s output; refuses state saved under other settings."""
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError(
-                f"preprocessor state format {meta.get('format')!r} is not {STATE_FORMAT}: "
-                "the checkpoint was written by another version of freshrec; start without it"
+                f"preprocessor state format {meta.get('format')!r} is not one of "
+                f"{_READABLE_FORMATS}: the checkpoint was written by another version of "
+                "freshrec; start without it"
             )
         saved, current = meta.get("config", {}), self._fingerprint()
         changed = sorted(k for k in current if saved.get(k) != current[k])
