@@ -118,8 +118,9 @@ class PreprocessConfig(BaseModel):
     # -- labels ---------------------------------------------------------------------------
     task: Literal["regression", "binary"] = Field(
         default="regression",
-        description="'regression': ratings become examples. 'binary': clicks, add-to-carts "
-        "and purchases are positives, unclicked impressions negatives.",
+        description="'regression': ratings become examples. 'binary': impressions become "
+        "examples when their attribution window closes, positive if clicked, added to cart "
+        "or bought within it, negative otherwise.",
     )
     click_weight: float = Field(default=1.0, ge=0, description="Weight of a click positive.")
     add_to_cart_weight: float = Field(
@@ -134,18 +135,20 @@ class PreprocessConfig(BaseModel):
         default=5 * 60_000,
         ge=1,
         description="A click this soon after an impression of the same user and item makes "
-        "it a positive; otherwise the impression becomes a negative when the window closes. "
-        "Size max_pending to at least impressions per second times this window.",
+        "it a positive; otherwise the impression becomes a negative. Either way it is learned "
+        "when the window closes: a shorter window learns clicks sooner and counts more late "
+        "clicks. Size max_pending to at least impressions per second times this window.",
     )
     max_pending: int = Field(
         default=200_000,
         ge=16,
-        description="Most impressions waiting for their window (and clicks remembered for "
-        "impressions that arrive late); the oldest is resolved early when full. About "
-        "(120 + 8 * max_pending_features) bytes each.",
+        description="Most impressions waiting for their window (and clicks waiting for an "
+        "impression that arrives late); the oldest is resolved early when full. About "
+        "(160 + 8 * max_pending_features) bytes each.",
     )
     max_pending_features: int = Field(
-        default=16, ge=0, le=256, description="Side features kept per pending impression."
+        default=16, ge=0, le=256,
+        description="Side features kept per pending impression (or click waiting for one)."
     )
     holdout_fraction: float = Field(
         default=0.02, ge=0.0, le=0.5,

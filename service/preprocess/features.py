@@ -12,6 +12,19 @@ Each map entry becomes one feature:
 Crosses ``a*b`` add one slot ``hash(a, b)`` per event where both parts are present, e.g.
 ``item*context.device`` lets a linear model learn that an item does well on phones.
 
+Features describe an exposure: an impression (or a rating). An action event (click,
+add-to-cart, purchase) reaches a model only as the impression it resolves, with that
+impression's features (:mod:`~service.preprocess.labels`), or, when no impression of it
+was seen, as a stand-in for that unseen impression. So an action event gets the features
+of the entries it states and nothing that only actions would get:
+
+* no missing-value indicators: an action that leaves a key out has not reported it, it
+  does not say the impression lacked it (trackers often send clicks with ids only, and a
+  "device is missing" slot on them would name the positives);
+* ``event_type`` in a cross takes the value ``impression``;
+* its numbers are scaled but not learned by the running statistics: they restate the
+  impression's, and counting them again would skew the scaling towards clicked values.
+
 All hashing and scaling runs in compiled kernels over the batch's packed maps
 (:class:`~service.events.maps.PackedMaps`, as the decoder hands them over): no Python
 object per event or per entry. Lists of dicts are accepted too and packed first.
@@ -22,13 +35,13 @@ Example
 >>> from service.preprocess.config import PreprocessConfig
 >>> f = FeatureHasher(PreprocessConfig(feature_bits=8, crosses=["item*context.device"]))
 >>> indptr, idx, val = f.transform(
-...     context=[{"device": "ios", "position": 3}, None],
-...     user_features=[None, None], item_features=[None, {"new": True}],
-...     user_key=np.array([1, 2], dtype=np.uint64),
-...     item_key=np.array([5, 6], dtype=np.uint64),
-...     event_type=np.array([1, 1], dtype=np.int8))
->>> indptr.tolist()  # 2 context entries + 1 cross; then device missing + item_features.new
-[0, 3, 5]
+...     context=[{"device": "ios", "position": 3}, None, None],
+...     user_features=[None, None, None], item_features=[None, {"new": True}, None],
+...     user_key=np.array([1, 2, 2], dtype=np.uint64),
+...     item_key=np.array([5, 6, 6], dtype=np.uint64),
+...     event_type=np.array([0, 0, 1], dtype=np.int8))  # impression, impression, click
+>>> indptr.tolist()  # 2 context entries + 1 cross; device missing + item_features.new; none
+[0, 3, 5, 5]
 >>> bool(idx.max() < 2**8)
 True
 """
@@ -44,6 +57,7 @@ import numpy.typing as npt
 from numba import njit
 
 from service.events.maps import BOOL, FLOAT, INT, NULL, TEXT, PackedMaps
+from service.events.model import EventType
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.hashing import (
     U64,
@@ -60,6 +74,9 @@ NUMERIC_SLOTS = 4096
 
 FeatureMaps = Sequence[dict[str, Any] | None] | PackedMaps
 _TEXT, _INT, _FLOAT, _BOOL, _NULL = TEXT, INT, FLOAT, BOOL, NULL
+_IMPRESSION = EventType.IMPRESSION.code
+_ACTIONS = np.array([EventType.CLICK.code, EventType.ADD_TO_CART.code,
+                     EventType.PURCHASE.code], dtype=np.int8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,25 +155,31 @@ class FeatureHasher:
         item_key: U64,
         event_type: npt.NDArray[np.int8],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """``(indptr, idx, val)`` of the side features of each event, in CSR layout."""
+        """``(indptr, idx, val)`` of the side features of each event, in CSR layout.
+
+        Action events (``event_type`` click, add-to-cart, purchase) get the features of an
+        impression with their entries, but no missing-value indicators (see the module).
+        """
         n = len(user_key)
+        action = np.isin(event_type, _ACTIONS)
         flat = {
-            "context": self._flatten("context", context),
-            "user_features": self._flatten("user_features", user_features),
-            "item_features": self._flatten("item_features", item_features),
+            "context": self._flatten("context", context, action),
+            "user_features": self._flatten("user_features", user_features, action),
+            "item_features": self._flatten("item_features", item_features, action),
         }
         parts = [f.entries for f in flat.values() if f is not None]
         for name, key in self._indicators:
             _, present = _lookup(flat[name], self._indicator_keys[(name, key)], n)
-            owner = np.flatnonzero(~present)
+            owner = np.flatnonzero(~present & ~action)
             if len(owner):
                 hk = _broadcast(self._indicator_keys[(name, key)], len(owner))
                 idx = combine_arrays(hk, _broadcast(self._missing, len(owner))) & self._mask
                 parts.append(_Entries(owner, idx.astype(np.int64),
                                       np.ones(len(owner), dtype=np.float32)))
+        shown_as = np.where(action, np.int8(_IMPRESSION), event_type)
         for (a, b), cross_seed in self._crosses:
-            ha, pa = self._part_hash(a, flat, user_key, item_key, event_type)
-            hb, pb = self._part_hash(b, flat, user_key, item_key, event_type)
+            ha, pa = self._part_hash(a, flat, user_key, item_key, shown_as)
+            hb, pb = self._part_hash(b, flat, user_key, item_key, shown_as)
             owner = np.flatnonzero(pa & pb)
             if len(owner):
                 h = combine_arrays(combine_arrays(ha[owner], hb[owner]),
@@ -167,8 +190,11 @@ class FeatureHasher:
 
     # -- pieces ---------------------------------------------------------------------------
 
-    def _flatten(self, name: str, column: FeatureMaps) -> _Flat | None:
-        """Every entry of one map field: owner event, key hash, value hash, features."""
+    def _flatten(self, name: str, column: FeatureMaps,
+                 action: npt.NDArray[np.bool_]) -> _Flat | None:
+        """Every entry of one map field: owner event, key hash, value hash, features.
+
+        Numbers of ``action`` events are scaled without being learned from."""
         maps = column if isinstance(column, PackedMaps) else PackedMaps.from_dicts(column)
         if maps.n_entries == 0:
             return None
@@ -186,7 +212,8 @@ class FeatureHasher:
         if len(num_at):
             # One slot per numeric key (idx = its key hash); the value carries x.
             slots = (hk[num_at] % np.uint64(NUMERIC_SLOTS)).astype(np.int64)
-            val[num_at] = self.scaler.transform(slots, maps.number[num_at])
+            val[num_at] = self.scaler.transform(slots, maps.number[num_at],
+                                                learn=~action[owner[num_at]])
         keep = kind != _NULL  # nulls are missing values: see the indicators
         if keep.all():
             return _Flat(owner, hk, hv, _Entries(owner, idx, val))

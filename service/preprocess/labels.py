@@ -1,25 +1,51 @@
-"""Events to training labels, including impressions that become negatives after a window.
+"""Events to training labels: an impression becomes one example when its window closes.
 
 ``task="regression"``: each rating is an example with its value as target.
 
-``task="binary"``: clicks, add-to-carts and purchases are positives at once (weights from
-config). An impression waits ``attribution_window_ms`` of event time for a click (or
-add-to-cart, or purchase) by the same user on the same item:
+``task="binary"``: an example is an impression as it was when shown: its user and item
+rows, its side features and its holdout flag, all as they were at impression time, and
+its time. It waits ``attribution_window_ms`` of event time for a click, add-to-cart or
+purchase by the same user on the same item; when the newest event time seen passes the
+end of its window it is emitted once:
 
-* a click inside the window turns it positive: the click's own positive is the only
-  example, the impression emits nothing;
-* otherwise, when the newest event time seen passes the end of its window, the impression
-  is emitted as a negative (with the features it had when shown, position included);
-* a click after its impression was already emitted as a negative is a *late click*: it is
-  still a positive, the negative is not taken back, and ``late_clicks`` counts it so the
-  window can be tuned;
-* events arrive out of order: a click remembered for one window absorbs an impression
-  that arrives after it, and a repeated impression of a pair already pending is merged.
+* as a positive (label 1) with the weight of the strongest positive that came inside the
+  window (click 1, add-to-cart 2, purchase 4 by default; a click then a purchase is one
+  example of weight 4);
+* otherwise as a negative (label 0, ``impression_weight``).
 
-Pending impressions (and remembered clicks) live in a ring of ``max_pending`` slots; when
-it is full the oldest is resolved early as a negative and counted in
-``pending_evicted``. Resolved negatives are remembered for one more window in a second
-ring of the same size, to recognise late clicks.
+Nothing a positive event carries or changes reaches the example: not its context or
+feature maps (a click sent without context would otherwise be recognisable by that
+alone), not a row its sighting admitted or recycled, not the holdout draw of its own
+event id, not its time. Nor does the label decide *when* the example comes out: a
+positive is held until its impression's window closes, like a negative. Emitting clicks
+at once and negatives a window later lets timing alone give labels away to predict-then-
+learn: the model has always learned a window's worth of positives more than negatives,
+and the first window of a stream is positives only. On random clicks over ids only,
+FTRL's progressive AUC was 0.56-0.62 that way, 0.50 with both held the same window. The
+price is freshness: a click is learned up to one window after its impression.
+
+Events out of order, and positives without an impression:
+
+* a positive with no impression of its pair waiting to cover it (never published, not
+  arrived yet, or the positive came after the window) is an example of its own under the
+  same rule: it waits one window from its own time, and an impression of the pair that
+  arrives meanwhile and whose window holds the positive is *absorbed*: the example becomes
+  that impression, as shown, with the positive's label. A positive still alone when its
+  window closes carries its own rows, holdout flag and the map entries it states (an
+  action event gets no missing-value indicators: see :mod:`~service.preprocess.features`);
+* a positive after its impression's window is a *late click*: its impression stays a
+  negative (already emitted or not), the positive makes its own example, and
+  ``late_clicks`` counts it so the window can be tuned;
+* a repeated impression of a pair waiting unclicked is merged into the first; more
+  positives inside an example's window are merged into it (``clicks_merged``);
+* the lookup finds a pair's newest entry only: an event that cannot join it (an
+  impression after the click, a click outside the window) opens a new one, and the older
+  entry is emitted as it stands when its window closes.
+
+Entries wait in a ring of ``max_pending`` slots in arrival order; when it is full the
+oldest is resolved early, positive or negative as it stands (``pending_evicted``).
+Resolved negatives are remembered for one more window in a second ring of the same size,
+to recognise late clicks.
 
 Example
 -------
@@ -34,15 +60,15 @@ Example
 ...     item_key=np.array([21, 21, 21], dtype=np.uint64),
 ...     holdout=np.zeros(3, dtype=np.bool_), indptr=np.zeros(4, dtype=np.int64),
 ...     fidx=np.zeros(0, dtype=np.int64), fval=np.zeros(0, dtype=np.float32))
->>> out.positives.tolist(), len(out.neg_ts)  # the click is the positive; pair 2 waits
-([2], 0)
+>>> len(out.y)  # pair 1 was clicked, pair 2 not: both wait for their window to close
+0
 >>> out = lab.binary(codes=np.array([clk], dtype=np.int8), ts=np.array([500]),
 ...     pair=np.array([3], dtype=np.uint64), user_row=np.array([3]), item_row=np.array([1]),
 ...     user_key=np.array([13], dtype=np.uint64), item_key=np.array([21], dtype=np.uint64),
 ...     holdout=np.zeros(1, dtype=np.bool_), indptr=np.zeros(2, dtype=np.int64),
 ...     fidx=np.zeros(0, dtype=np.int64), fval=np.zeros(0, dtype=np.float32))
->>> out.neg_ts.tolist()  # time moved past 10 + 100: impression of pair 2 is a negative
-[10]
+>>> out.ts.tolist(), out.y.tolist()  # time moved past 10 + 100: both impressions, in order
+([0, 10], [1.0, 0.0])
 """
 
 from __future__ import annotations
@@ -74,31 +100,39 @@ PURCHASE = EventType.PURCHASE.code
 RATING = EventType.RATING.code
 
 _INT64_MIN = np.iinfo(np.int64).min
-_DEAD, _PENDING, _CLICKED = 0, 1, 2
+# Entry kinds: an impression waiting unclicked, an impression with a positive, and a
+# positive whose impression has not been seen (it waits for one to arrive late).
+_DEAD, _PENDING, _CLICKED, _UNSEEN = 0, 1, 2, 3
 # A table value at or above this is a slot of the resolved ring, below it of the main one.
 _RESOLVED = 1 << 40
 _INITIAL = 1024  # ring slots allocated before the first doubling
 # meta slots
 (_HEAD, _SIZE, _RHEAD, _RSIZE, _WATERMARK, _LATE, _NEG, _EVICTED, _MERGED, _ABSORBED,
- _CONVERTED, _TRUNCATED, _NPENDING) = range(13)
+ _CONVERTED, _TRUNCATED, _NPENDING, _CLICKS_MERGED, _ALONE) = range(15)
 _COUNTERS: dict[str, int] = {
     "late_clicks": _LATE, "negatives_emitted": _NEG, "pending_evicted": _EVICTED,
     "impressions_merged": _MERGED, "impressions_absorbed": _ABSORBED,
     "impressions_converted": _CONVERTED, "features_truncated": _TRUNCATED,
+    "clicks_merged": _CLICKS_MERGED, "clicks_without_impression": _ALONE,
 }
-_MAIN = ("kind", "key", "ts", "user", "item", "ukey", "ikey", "hold", "nf")
+# Main ring columns, in the order of the ``ring`` tuple the kernels take (then fidx, fval).
+_MAIN = ("kind", "key", "ts", "cts", "w", "user", "item", "ukey", "ikey", "hold", "nf")
 _RING = ("key", "ts", "alive")
 
 # The rings below hold at most ``cap`` entries (max_pending) but are allocated smaller and
 # doubled by the caller before each batch, so that a batch never outgrows them: indices
 # wrap at the allocated length, and only a full-grown ring ever reaches ``cap``.
+#
+# Kernels take the rings as tuples: ``ring`` = the main ring's _MAIN columns then fidx and
+# fval; ``resolved`` = the _RING columns; ``event`` = the batch's user_row, item_row,
+# user_key, item_key, holdout, indptr, fidx, fval; ``out`` = the emitted examples' user,
+# item, user_key, item_key, ts, holdout, y, weight, nf, fidx, fval.
 
 
 @njit(cache=True)
-def _remember_resolved(
-    key: np.uint64, ts: int, cap: int, table: Any, r_key: Any, r_ts: Any, r_alive: Any,
-    meta: Any,
-) -> None:
+def _remember_resolved(key: np.uint64, ts: int, cap: int, table: Any, resolved: Any,
+                       meta: Any) -> None:
+    r_key, r_ts, r_alive = resolved
     length = len(r_key)
     if meta[_RSIZE] == cap:
         h = meta[_RHEAD]
@@ -115,19 +149,41 @@ def _remember_resolved(
 
 
 @njit(cache=True)
-def _pop_head(
-    cap: int, table: Any, m_kind: Any, m_key: Any, m_ts: Any, m_user: Any,
-    m_item: Any, m_ukey: Any, m_ikey: Any, m_hold: Any, m_nf: Any, m_fidx: Any, m_fval: Any,
-    r_key: Any, r_ts: Any, r_alive: Any, meta: Any,
-    o_user: Any, o_item: Any, o_ukey: Any, o_ikey: Any, o_ts: Any, o_hold: Any, o_nf: Any,
-    o_fidx: Any, o_fval: Any, n_out: int,
-) -> int:
-    """Drop the oldest ring entry; a pending impression is written out as a negative."""
+def _store(slot: int, i: int, event: Any, ring: Any, meta: Any) -> None:
+    """Event ``i``'s rows, keys, holdout flag and side features (truncated to the ring's
+    width) into ring slot ``slot``."""
+    user_row, item_row, user_key, item_key, hold, indptr, fidx, fval = event
+    m_user, m_item, m_ukey, m_ikey, m_hold, m_nf, m_fidx, m_fval = ring[5:]
+    m_user[slot] = user_row[i]
+    m_item[slot] = item_row[i]
+    m_ukey[slot] = user_key[i]
+    m_ikey[slot] = item_key[i]
+    m_hold[slot] = hold[i]
+    a, b = indptr[i], indptr[i + 1]
+    nf = min(b - a, m_fidx.shape[1])
+    if b - a > nf:
+        meta[_TRUNCATED] += 1
+    m_fidx[slot, :nf] = fidx[a:a + nf]
+    m_fval[slot, :nf] = fval[a:a + nf]
+    m_nf[slot] = nf
+
+
+@njit(cache=True)
+def _pop_head(cap: int, neg_weight: float, table: Any, ring: Any, resolved: Any, meta: Any,
+              out: Any, n_out: int) -> int:
+    """Drop the oldest ring entry, writing it out as an example unless it is dead."""
+    (m_kind, m_key, m_ts, _, m_w, m_user, m_item, m_ukey, m_ikey, m_hold, m_nf, m_fidx,
+     m_fval) = ring
+    o_user, o_item, o_ukey, o_ikey, o_ts, o_hold, o_y, o_w, o_nf, o_fidx, o_fval = out
     h = meta[_HEAD]
     kind = m_kind[h]
     if kind != _DEAD:
-        remove(table, m_key[h])
-    if kind == _PENDING:
+        # The table holds the pair's newest entry only: leave it if a newer one replaced
+        # this one.
+        s = find(table, m_key[h])
+        newest = s >= 0 and value_at(table, s) == h
+        if newest:
+            remove(table, m_key[h])
         o_user[n_out] = m_user[h]
         o_item[n_out] = m_item[h]
         o_ukey[n_out] = m_ukey[h]
@@ -138,10 +194,17 @@ def _pop_head(
         o_nf[n_out] = nf
         o_fidx[n_out, :nf] = m_fidx[h, :nf]
         o_fval[n_out, :nf] = m_fval[h, :nf]
+        if kind == _PENDING:
+            o_y[n_out] = 0.0
+            o_w[n_out] = neg_weight
+            meta[_NEG] += 1
+            meta[_NPENDING] -= 1
+            if newest:
+                _remember_resolved(m_key[h], m_ts[h], cap, table, resolved, meta)
+        else:
+            o_y[n_out] = 1.0
+            o_w[n_out] = m_w[h]
         n_out += 1
-        meta[_NEG] += 1
-        meta[_NPENDING] -= 1
-        _remember_resolved(m_key[h], m_ts[h], cap, table, r_key, r_ts, r_alive, meta)
     m_kind[h] = _DEAD
     meta[_HEAD] = (h + 1) % len(m_kind)
     meta[_SIZE] -= 1
@@ -150,98 +213,93 @@ def _pop_head(
 
 @njit(cache=True)
 def _binary(
-    codes: Any, ts: Any, pair: Any, user_row: Any, item_row: Any, user_key: Any, item_key: Any,
-    hold: Any, indptr: Any, fidx: Any, fval: Any, window: int, cap: int,
-    table: Any, m_kind: Any, m_key: Any, m_ts: Any, m_user: Any, m_item: Any,
-    m_ukey: Any, m_ikey: Any, m_hold: Any, m_nf: Any, m_fidx: Any, m_fval: Any,
-    r_key: Any, r_ts: Any, r_alive: Any, meta: Any,
-    o_user: Any, o_item: Any, o_ukey: Any, o_ikey: Any, o_ts: Any, o_hold: Any, o_nf: Any,
-    o_fidx: Any, o_fval: Any,
-) -> tuple[Any, int]:
+    codes: Any, ts: Any, pair: Any, event: Any, weights: Any, window: int, cap: int,
+    table: Any, ring: Any, resolved: Any, meta: Any, out: Any,
+) -> int:
+    m_kind, m_key, m_ts, m_cts, m_w = ring[:5]
+    r_alive = resolved[2]
     length = len(m_kind)
-    fmax = m_fidx.shape[1]
-    n = len(codes)
-    positives = np.empty(n, dtype=np.int64)
-    n_pos = 0
     n_out = 0
-    for i in range(n):
+    for i in range(len(codes)):
         c = codes[i]
         t = ts[i]
         if t > meta[_WATERMARK]:
             meta[_WATERMARK] = t
+        if c != IMPRESSION and c != CLICK and c != ADD_TO_CART and c != PURCHASE:
+            continue
         key = nonzero(pair[i])
         s = find(table, key)
         slot = value_at(table, s) if s >= 0 else -1
+        if slot >= _RESOLVED:
+            # The pair's impression was emitted as a negative: a positive now is late, an
+            # impression now a new one. Either way the pair starts afresh.
+            remove(table, key)
+            r_alive[slot - _RESOLVED] = False
+            if c != IMPRESSION:
+                meta[_LATE] += 1
+            slot = -1
+        wc = weights[c]
         if c == IMPRESSION:
-            if 0 <= slot < _RESOLVED:
+            if slot >= 0:
                 if m_kind[slot] == _PENDING:
                     meta[_MERGED] += 1
                     continue
-                # A remembered click: absorbs this impression if inside its window.
-                if t <= m_ts[slot] <= t + window:
+                if t <= m_cts[slot] <= t + window:
+                    # The pair's positive lies inside this impression's window too.
                     meta[_ABSORBED] += 1
+                    if m_kind[slot] == _UNSEEN:
+                        # The positive waited for its impression: this one, as shown.
+                        _store(slot, i, event, ring, meta)
+                        m_ts[slot] = t
+                        m_kind[slot] = _CLICKED
                     continue
-                remove(table, key)
-                m_kind[slot] = _DEAD
-            elif slot >= _RESOLVED:
-                remove(table, key)
-                r_alive[slot - _RESOLVED] = False
             kind = _PENDING
-        elif c in (CLICK, ADD_TO_CART, PURCHASE):
-            positives[n_pos] = i
-            n_pos += 1
-            if 0 <= slot < _RESOLVED:
-                if m_kind[slot] == _PENDING:
-                    if m_ts[slot] <= t <= m_ts[slot] + window:
+        else:
+            if slot >= 0:
+                k = m_kind[slot]
+                # A positive joins an impression's window; positives without one join
+                # each other within a window either way (out of order among themselves).
+                start = m_ts[slot] - window if k == _UNSEEN else m_ts[slot]
+                if start <= t <= m_ts[slot] + window:
+                    if k == _PENDING:
+                        # Only the label and weight change: the entry keeps the impression's
+                        # time and its place in the ring, so it comes out when it would
+                        # have as a negative, and is scored by the same model.
                         meta[_CONVERTED] += 1
                         meta[_NPENDING] -= 1
-                        m_kind[slot] = _CLICKED  # remembered, for impressions arriving late
-                        m_ts[slot] = t
-                    elif t > m_ts[slot] + window:
-                        meta[_LATE] += 1
-                # A repeated click keeps the first click's time: refreshing it in place
-                # would hold the ring's head back and delay every negative behind it.
-                continue
-            if slot >= _RESOLVED:
-                meta[_LATE] += 1  # its impression was already emitted as a negative
-                remove(table, key)
-                r_alive[slot - _RESOLVED] = False
-                continue
-            kind = _CLICKED
-        else:
-            continue
+                        m_kind[slot] = _CLICKED
+                        m_cts[slot] = t
+                        m_w[slot] = wc
+                    else:
+                        meta[_CLICKS_MERGED] += 1
+                        m_w[slot] = max(m_w[slot], wc)
+                    continue
+                if k == _PENDING and t > m_ts[slot] + window:
+                    meta[_LATE] += 1
+            kind = _UNSEEN
+            meta[_ALONE] += 1
         if meta[_SIZE] == cap:
-            n_out = _pop_head(cap, table, m_kind, m_key, m_ts, m_user, m_item, m_ukey,
-                              m_ikey, m_hold, m_nf, m_fidx, m_fval, r_key, r_ts, r_alive, meta,
-                              o_user, o_item, o_ukey, o_ikey, o_ts, o_hold, o_nf, o_fidx,
-                              o_fval, n_out)
+            n_out = _pop_head(cap, weights[IMPRESSION], table, ring, resolved, meta, out,
+                              n_out)
             meta[_EVICTED] += 1
         tail = (meta[_HEAD] + meta[_SIZE]) % length
         m_kind[tail] = kind
         m_key[tail] = key
         m_ts[tail] = t
-        m_user[tail] = user_row[i]
-        m_item[tail] = item_row[i]
-        m_ukey[tail] = user_key[i]
-        m_ikey[tail] = item_key[i]
-        m_hold[tail] = hold[i]
-        nf = 0
+        m_cts[tail] = t
+        m_w[tail] = wc if kind == _UNSEEN else 0.0
+        _store(tail, i, event, ring, meta)
         if kind == _PENDING:
             meta[_NPENDING] += 1
-            a, b = indptr[i], indptr[i + 1]
-            nf = min(b - a, fmax)
-            if b - a > fmax:
-                meta[_TRUNCATED] += 1
-            m_fidx[tail, :nf] = fidx[a:a + nf]
-            m_fval[tail, :nf] = fval[a:a + nf]
-        m_nf[tail] = nf
-        insert(table, key, tail)
+        insert(table, key, tail)  # replaces an older entry of the pair, if any
         meta[_SIZE] += 1
-    return positives[:n_pos], n_out
+    return n_out
 
 
 @njit(cache=True)
 def _count_due(window: int, m_kind: Any, m_ts: Any, meta: Any) -> int:
+    """Entries the sweep will emit now (the ring is in arrival order: it stops at the
+    first live entry whose window is still open)."""
     length = len(m_kind)
     due = 0
     for k in range(meta[_SIZE]):
@@ -250,29 +308,22 @@ def _count_due(window: int, m_kind: Any, m_ts: Any, meta: Any) -> int:
             continue
         if m_ts[h] + window >= meta[_WATERMARK]:
             break
-        if m_kind[h] == _PENDING:
-            due += 1
+        due += 1
     return due
 
 
 @njit(cache=True)
-def _sweep(
-    window: int, cap: int, table: Any, m_kind: Any, m_key: Any, m_ts: Any, m_user: Any,
-    m_item: Any, m_ukey: Any, m_ikey: Any, m_hold: Any, m_nf: Any, m_fidx: Any, m_fval: Any,
-    r_key: Any, r_ts: Any, r_alive: Any, meta: Any,
-    o_user: Any, o_item: Any, o_ukey: Any, o_ikey: Any, o_ts: Any, o_hold: Any, o_nf: Any,
-    o_fidx: Any, o_fval: Any,
-) -> int:
+def _sweep(window: int, cap: int, neg_weight: float, table: Any, ring: Any, resolved: Any,
+           meta: Any, out: Any) -> int:
+    m_kind, m_ts = ring[0], ring[2]
+    r_key, r_ts, r_alive = resolved
     n_out = 0
     w = meta[_WATERMARK]
     while meta[_SIZE] > 0:
         h = meta[_HEAD]
         if m_kind[h] != _DEAD and m_ts[h] + window >= w:
             break
-        n_out = _pop_head(cap, table, m_kind, m_key, m_ts, m_user, m_item, m_ukey,
-                          m_ikey, m_hold, m_nf, m_fidx, m_fval, r_key, r_ts, r_alive, meta,
-                          o_user, o_item, o_ukey, o_ikey, o_ts, o_hold, o_nf, o_fidx, o_fval,
-                          n_out)
+        n_out = _pop_head(cap, neg_weight, table, ring, resolved, meta, out, n_out)
     # Resolved negatives are remembered one more window, to count late clicks.
     length = len(r_key)
     while meta[_RSIZE] > 0:
@@ -332,37 +383,41 @@ def _unpack_features(nf: Any, idx: Any, val: Any, fidx: Any, fval: Any) -> None:
 
 @dataclass(slots=True)
 class BinaryLabels:
-    """What :meth:`Labeler.binary` produced for one batch.
+    """The examples :meth:`Labeler.binary` resolved in one batch, in the order their
+    windows closed (possibly opened in earlier batches).
 
-    ``positives`` are positions of input events that are positive examples. The ``neg_*``
-    columns are impressions resolved as negatives in this batch (possibly from earlier
-    batches), with their stored side features in fixed-width rows of ``neg_nf`` entries.
+    Each is an impression as stored when it was shown (or a positive that never met its
+    impression): rows and the keys that owned them then, event time, holdout flag, label
+    ``y`` and ``weight``, and side features in fixed-width rows of ``nf`` entries.
     """
 
-    positives: npt.NDArray[np.int64]
-    neg_user: npt.NDArray[np.int64]
-    neg_item: npt.NDArray[np.int64]
-    neg_user_key: npt.NDArray[np.uint64]
-    neg_item_key: npt.NDArray[np.uint64]
-    neg_ts: npt.NDArray[np.int64]
-    neg_holdout: npt.NDArray[np.bool_]
-    neg_nf: npt.NDArray[np.int64]
-    neg_fidx: npt.NDArray[np.int32]
-    neg_fval: npt.NDArray[np.float32]
+    user: npt.NDArray[np.int64]
+    item: npt.NDArray[np.int64]
+    user_key: npt.NDArray[np.uint64]
+    item_key: npt.NDArray[np.uint64]
+    ts: npt.NDArray[np.int64]
+    holdout: npt.NDArray[np.bool_]
+    y: npt.NDArray[np.float32]
+    weight: npt.NDArray[np.float32]
+    nf: npt.NDArray[np.int64]
+    fidx: npt.NDArray[np.int32]
+    fval: npt.NDArray[np.float32]
 
 
 def _out_buffers(n: int, f: int) -> tuple[Any, ...]:
     return (np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.uint64),
             np.zeros(n, np.uint64), np.zeros(n, np.int64), np.zeros(n, np.bool_),
-            np.zeros(n, np.int64), np.zeros((n, f), np.int32), np.zeros((n, f), np.float32))
+            np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int64),
+            np.zeros((n, f), np.int32), np.zeros((n, f), np.float32))
 
 
 class Labeler:
     """Turns events into labelled examples; holds the pending impressions of the binary task.
 
-    The rings of pending impressions and resolved negatives start small and double as they
-    fill, up to ``max_pending`` entries each; :meth:`get_state` exports only the entries
-    between head and tail, with each pending impression's features unpadded.
+    The rings of pending entries (impressions, clicked or not, and positives waiting for
+    their impression) and of resolved negatives start small and double as they fill, up
+    to ``max_pending`` entries each; :meth:`get_state` exports only the entries between
+    head and tail, with each entry's features unpadded.
 
     Parameters
     ----------
@@ -381,7 +436,7 @@ class Labeler:
         w[PURCHASE], w[IMPRESSION] = config.purchase_weight, config.impression_weight
         w[RATING] = config.rating_weight
         self.weights = w
-        self._meta = np.zeros(13, dtype=np.int64)
+        self._meta = np.zeros(15, dtype=np.int64)
         self._meta[_WATERMARK] = _INT64_MIN
         # A regression labeler never holds anything: do not allocate for it.
         initial = min(self.capacity, _INITIAL) if self.task == "binary" else 1
@@ -394,7 +449,8 @@ class Labeler:
         f = self.max_features
         return {
             "kind": np.zeros(length, np.int8), "key": np.zeros(length, np.uint64),
-            "ts": np.zeros(length, np.int64), "user": np.zeros(length, np.int64),
+            "ts": np.zeros(length, np.int64), "cts": np.zeros(length, np.int64),
+            "w": np.zeros(length, np.float32), "user": np.zeros(length, np.int64),
             "item": np.zeros(length, np.int64), "ukey": np.zeros(length, np.uint64),
             "ikey": np.zeros(length, np.uint64), "hold": np.zeros(length, np.bool_),
             "nf": np.zeros(length, np.int64), "fidx": np.zeros((length, f), np.int32),
@@ -422,7 +478,7 @@ class Labeler:
 
     @property
     def pending(self) -> int:
-        """Impressions waiting for their window to close."""
+        """Impressions waiting unclicked for their window to close."""
         return int(self._meta[_NPENDING])
 
     def counters(self) -> dict[str, int]:
@@ -487,36 +543,36 @@ class Labeler:
         fidx: npt.NDArray[np.int64],
         fval: npt.NDArray[np.float32],
     ) -> BinaryLabels:
-        """Positives of this batch and the impressions resolved as negatives, in order."""
+        """The examples whose windows closed in this batch (or that a full ring resolved
+        early), in order."""
         n = len(codes)
         self._reserve(n, n)  # each event adds at most one entry, and evicts at most one
-        m, r = self._m, self._r
+        event = (np.asarray(user_row, dtype=np.int64), np.asarray(item_row, dtype=np.int64),
+                 np.asarray(user_key, dtype=np.uint64), np.asarray(item_key, dtype=np.uint64),
+                 np.asarray(holdout, dtype=np.bool_), np.asarray(indptr, dtype=np.int64),
+                 np.asarray(fidx, dtype=np.int64), np.asarray(fval, dtype=np.float32))
         early = _out_buffers(n, self.max_features)
-        positives, n_early = _binary(
+        n_early = _binary(
             np.ascontiguousarray(codes, dtype=np.int8), np.ascontiguousarray(ts, dtype=np.int64),
-            np.ascontiguousarray(pair, dtype=np.uint64), np.asarray(user_row, dtype=np.int64),
-            np.asarray(item_row, dtype=np.int64), np.asarray(user_key, dtype=np.uint64),
-            np.asarray(item_key, dtype=np.uint64), np.asarray(holdout, dtype=np.bool_),
-            np.asarray(indptr, dtype=np.int64), np.asarray(fidx, dtype=np.int64),
-            np.asarray(fval, dtype=np.float32), self.window, self.capacity,
-            self._table, m["kind"], m["key"], m["ts"], m["user"], m["item"],
-            m["ukey"], m["ikey"], m["hold"], m["nf"], m["fidx"], m["fval"],
-            r["key"], r["ts"], r["alive"], self._meta, *early,
+            np.ascontiguousarray(pair, dtype=np.uint64), event, self.weights, self.window,
+            self.capacity, self._table, self._ring(), self._resolved(), self._meta, early,
         )
-        due = _count_due(self.window, m["kind"], m["ts"], self._meta)
+        due = _count_due(self.window, self._m["kind"], self._m["ts"], self._meta)
         if due:
             # Each negative resolved by the sweep is remembered in the resolved ring.
             self._reserve(0, due)
-            m, r = self._m, self._r
         swept = _out_buffers(due, self.max_features)
-        n_swept = _sweep(
-            self.window, self.capacity, self._table, m["kind"], m["key"], m["ts"], m["user"],
-            m["item"], m["ukey"], m["ikey"], m["hold"], m["nf"], m["fidx"], m["fval"],
-            r["key"], r["ts"], r["alive"], self._meta, *swept,
-        )
+        n_swept = _sweep(self.window, self.capacity, self.weights[IMPRESSION], self._table,
+                         self._ring(), self._resolved(), self._meta, swept)
         cols = [np.concatenate([a[:n_early], b[:n_swept]]) for a, b in zip(early, swept,
                                                                            strict=True)]
-        return BinaryLabels(positives, *cols)
+        return BinaryLabels(*cols)
+
+    def _ring(self) -> tuple[npt.NDArray[Any], ...]:
+        return (*(self._m[k] for k in _MAIN), self._m["fidx"], self._m["fval"])
+
+    def _resolved(self) -> tuple[npt.NDArray[Any], ...]:
+        return tuple(self._r[k] for k in _RING)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -544,6 +600,8 @@ class Labeler:
                 f"max_pending_features={meta.get('max_features')}; this one has "
                 f"{self.capacity} and {self.max_features}: restore with the same settings"
             )
+        if "m_cts" not in arrays:
+            arrays = _from_format_2(arrays)
         size, rsize = len(arrays["m_kind"]), len(arrays["r_key"])
         if max(size, rsize) > self.capacity:
             raise ValueError(f"pending-impression state holds {max(size, rsize)} entries, "
@@ -562,7 +620,18 @@ class Labeler:
         self._meta[_WATERMARK] = int(meta["watermark"])
         self._meta[_NPENDING] = int((self._m["kind"][:size] == _PENDING).sum())
         for name, slot in _COUNTERS.items():
-            self._meta[slot] = int(meta["counters"][name])
+            self._meta[slot] = int(meta["counters"].get(name, 0))  # format 2 had fewer
         self._table = new_table(len(self._m["kind"]) + len(self._r["key"]))
         _rebuild(self._table, self._m["kind"], self._m["key"], self._r["key"],
                  self._r["alive"], self._meta)
+
+
+def _from_format_2(arrays: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """A ring saved before positives waited in it (preprocessor state format 2), in
+    today's columns. Its pending impressions carry over as they are. Its clicked entries
+    (kind 2 then, with no features) were positives emitted already, kept only to absorb
+    late impressions: they are dropped, so such an impression becomes a negative."""
+    kind = np.asarray(arrays["m_kind"], np.int8).copy()
+    kind[kind == _CLICKED] = _DEAD
+    return {**arrays, "m_kind": kind, "m_cts": np.asarray(arrays["m_ts"], np.int64).copy(),
+            "m_w": np.zeros(len(kind), np.float32)}

@@ -7,9 +7,11 @@
 2. **id encoding** of users and items (:class:`~service.preprocess.vocabulary.Vocabulary`
    or :class:`~service.preprocess.vocabulary.HashingEncoder`, per field);
 3. **side features** (:class:`~service.preprocess.features.FeatureHasher`);
-4. **labels** (:class:`~service.preprocess.labels.Labeler`);
+4. **labels** (:class:`~service.preprocess.labels.Labeler`); in the binary task an
+   example is an impression with the rows, features and holdout flag it had when shown;
 5. the **holdout** flag: a fixed ``holdout_fraction`` of events, chosen by a hash of
-   ``event_id`` so a replay holds out the same events.
+   ``event_id`` so a replay holds out the same events (a binary example takes its
+   impression's).
 
 Events that are valid but make no example for the task (a click in a regression task) are
 accepted: they are neither rejected nor examples. Only events relevant to the task touch
@@ -27,7 +29,7 @@ import numpy.typing as npt
 from service.events.decode import DecodedBatch
 from service.events.gc_pause import gc_paused
 from service.events.reasons import Rejection, RejectReason
-from service.examples import ExampleBatch, gather_csr
+from service.examples import ExampleBatch
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.dedup import Deduplicator
 from service.preprocess.features import FeatureHasher
@@ -35,7 +37,10 @@ from service.preprocess.hashing import combine_arrays, hash_packed, seed_for
 from service.preprocess.labels import BinaryLabels, Labeler
 from service.preprocess.vocabulary import HashingEncoder, Vocabulary
 
-STATE_FORMAT = 2
+# 3: pending entries hold positives with their impression's state (labels.py). Format 2
+# is still read: its clicked entries were emitted already and are dropped on load.
+STATE_FORMAT = 3
+_READABLE_FORMATS = (2, STATE_FORMAT)
 _HOLDOUT_SCALE = float(1 << 53)
 # Settings that change what a row or slot means: state saved under others is refused.
 _FINGERPRINT_FIELDS = (
@@ -175,9 +180,9 @@ class Preprocessor:
         else:
             lab = self.labels.binary(codes, ts, combine_arrays(user_key, item_key), user_row,
                                      item_row, user_key, item_key, holdout, indptr, fidx, fval)
-            examples = self._binary_examples(lab, codes, ts, user_row, item_row, holdout,
-                                             indptr, fidx, fval)
-            n_pos, n_neg = len(lab.positives), len(lab.neg_ts)
+            examples = self._binary_examples(lab)
+            n_pos = int(np.count_nonzero(lab.y))
+            n_neg = len(lab.y) - n_pos
         examples.recycled_users = recycled_users
         examples.recycled_items = recycled_items
         if isinstance(self.users, Vocabulary):
@@ -204,35 +209,27 @@ class Preprocessor:
         stats.update(self.labels.counters())
         return PreprocessResult(examples, rejections, stats)
 
-    def _binary_examples(
-        self, lab: BinaryLabels, codes: Any, ts: Any, user_row: Any, item_row: Any,
-        holdout: Any, indptr: Any, fidx: Any, fval: Any,
-    ) -> ExampleBatch:
-        pos = lab.positives
-        pos_indptr, pos_entries = gather_csr(indptr, pos)
-        # A pending impression's row may have changed owner while it waited: then it is
-        # no longer that user's (item's) row, and the negative goes to row 0.
-        neg_user, neg_item = lab.neg_user, lab.neg_item
+    def _binary_examples(self, lab: BinaryLabels) -> ExampleBatch:
+        """The resolved examples, each with the rows its impression had when shown.
+
+        A row may have changed owner while its example waited (evicted and given to
+        another id): then it is no longer that user's (item's) row, and the example goes
+        to row 0. Positives and negatives are checked alike, so the check cannot tell
+        them apart.
+        """
+        user, item = lab.user, lab.item
         if isinstance(self.users, Vocabulary):
-            neg_user = np.where(self.users.owner(neg_user) == lab.neg_user_key, neg_user, 0)
+            user = np.where(self.users.owner(user) == lab.user_key, user, 0)
         if isinstance(self.items, Vocabulary):
-            neg_item = np.where(self.items.owner(neg_item) == lab.neg_item_key, neg_item, 0)
-        width = lab.neg_fidx.shape[1] if lab.neg_fidx.ndim == 2 else 0
-        keep = np.arange(width)[None, :] < lab.neg_nf[:, None]
-        neg_count = np.zeros(len(lab.neg_nf) + 1, dtype=np.int64)
-        np.cumsum(lab.neg_nf, out=neg_count[1:])
-        w = self.labels.weights
-        n_pos, n_neg = len(pos), len(lab.neg_ts)
+            item = np.where(self.items.owner(item) == lab.item_key, item, 0)
+        width = lab.fidx.shape[1] if lab.fidx.ndim == 2 else 0
+        keep = np.arange(width)[None, :] < lab.nf[:, None]
+        indptr = np.zeros(len(lab.nf) + 1, dtype=np.int64)
+        np.cumsum(lab.nf, out=indptr[1:])
         return ExampleBatch(
-            user=np.concatenate([user_row[pos], neg_user]),
-            item=np.concatenate([item_row[pos], neg_item]),
-            y=np.concatenate([np.ones(n_pos, np.float32), np.zeros(n_neg, np.float32)]),
-            weight=np.concatenate([w[codes[pos]], np.full(n_neg, w[0], np.float32)]),
-            ts_ms=np.concatenate([ts[pos], lab.neg_ts]),
-            feat_indptr=np.concatenate([pos_indptr, pos_indptr[-1] + neg_count[1:]]),
-            feat_idx=np.concatenate([fidx[pos_entries], lab.neg_fidx[keep]]),
-            feat_val=np.concatenate([fval[pos_entries], lab.neg_fval[keep]]),
-            holdout=np.concatenate([holdout[pos], lab.neg_holdout]),
+            user=user, item=item, y=lab.y, weight=lab.weight, ts_ms=lab.ts,
+            feat_indptr=indptr, feat_idx=lab.fidx[keep].astype(np.int64),
+            feat_val=lab.fval[keep], holdout=lab.holdout,
         )
 
     # -- serving ----------------------------------------------------------------------------
@@ -292,10 +289,11 @@ class Preprocessor:
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
         """Restore :meth:`get_state`'s output; refuses state saved under other settings."""
-        if meta.get("format") != STATE_FORMAT:
+        if meta.get("format") not in _READABLE_FORMATS:
             raise ValueError(
-                f"preprocessor state format {meta.get('format')!r} is not {STATE_FORMAT}: "
-                "the checkpoint was written by another version of freshrec; start without it"
+                f"preprocessor state format {meta.get('format')!r} is not one of "
+                f"{_READABLE_FORMATS}: the checkpoint was written by another version of "
+                "freshrec; start without it"
             )
         saved, current = meta.get("config", {}), self._fingerprint()
         changed = sorted(k for k in current if saved.get(k) != current[k])

@@ -39,6 +39,7 @@ def _standardise(
     count: npt.NDArray[np.int64],
     mean: npt.NDArray[np.float64],
     m2: npt.NDArray[np.float64],
+    learn: npt.NDArray[np.bool_],
 ) -> npt.NDArray[np.float32]:
     z = np.zeros(len(x), dtype=np.float32)
     for i in range(len(x)):
@@ -49,6 +50,8 @@ def _standardise(
             if var > 0.0:
                 v = (x[i] - mean[s]) / np.sqrt(var)
                 z[i] = min(max(v, -clip), clip)
+        if not learn[i]:
+            continue
         c += 1
         delta = x[i] - mean[s]
         mean[s] += delta / c
@@ -78,13 +81,17 @@ class RunningStandardizer:
         self._m2 = np.zeros(slots, dtype=np.float64)
 
     def transform(
-        self, slot: npt.NDArray[np.int64], x: npt.NDArray[np.float64]
+        self, slot: npt.NDArray[np.int64], x: npt.NDArray[np.float64],
+        learn: npt.NDArray[np.bool_] | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Z-scores of ``x`` (each against the statistics before it), then learn them."""
+        """Z-scores of ``x`` (each against the statistics before it), then learn them
+        (only where ``learn`` is true, if given)."""
         return _standardise(  # type: ignore[no-any-return]
             np.ascontiguousarray(slot, dtype=np.int64) % self.slots,
             np.ascontiguousarray(x, dtype=np.float64),
             self.clip, self._count, self._mean, self._m2,
+            np.ones(len(x), np.bool_) if learn is None
+            else np.ascontiguousarray(learn, dtype=np.bool_),
         )
 
     def mean_std(self, slot: int) -> tuple[float, float]:

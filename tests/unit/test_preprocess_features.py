@@ -13,15 +13,18 @@ from service.events.maps import PackedMaps
 from service.preprocess.config import PreprocessConfig
 from service.preprocess.features import FeatureHasher
 from service.preprocess.hashing import hash_strings
+from service.preprocess.labels import ADD_TO_CART, CLICK, IMPRESSION, PURCHASE, RATING
 
 
-def features(f: FeatureHasher, context: list, items: list | None = None) -> list[dict]:
+def features(f: FeatureHasher, context: list, items: list | None = None,
+             types: list[int] | None = None) -> list[dict]:
+    """Each event's features as ``{slot: value}``; impressions unless ``types`` says."""
     n = len(context)
     indptr, idx, val = f.transform(
         context, [None] * n, items or [None] * n,
         user_key=np.arange(1, n + 1, dtype=np.uint64),
         item_key=np.full(n, 7, dtype=np.uint64),
-        event_type=np.ones(n, dtype=np.int8),
+        event_type=np.array(types or [IMPRESSION] * n, dtype=np.int8),
     )
     assert indptr[0] == 0 and np.all(np.diff(indptr) >= 0) and indptr[-1] == len(idx)
     assert idx.min(initial=0) >= 0 and idx.max(initial=0) < 2**f.bits
@@ -69,6 +72,34 @@ def test_missing_indicator_for_absent_or_null_expected_key() -> None:
     skip = FeatureHasher(PreprocessConfig(feature_bits=16,
                                           missing_features={"context.device": "skip"}))
     assert features(skip, [None, {"device": None}]) == [{}, {}]
+
+
+def test_an_action_gets_the_features_of_an_impression_with_its_entries_and_no_more() -> None:
+    # A click standing for an impression nobody saw must not be told apart by its features:
+    # no "device is missing" slot because a tracker left the context out, and an event
+    # type in a cross is that of the impression.
+    cfg = PreprocessConfig(feature_bits=20, crosses=["item*event_type"],
+                           missing_features={"context.device": "indicator"})
+    stated = {"device": "ios", "page": "home"}
+    maps = [stated, stated, stated, stated, None, None, None]
+    types = [IMPRESSION, CLICK, ADD_TO_CART, PURCHASE, IMPRESSION, CLICK, RATING]
+    rows = features(FeatureHasher(cfg), maps, types=types)
+    assert rows[1] == rows[2] == rows[3] == rows[0] and len(rows[0]) == 3
+    assert rows[5] == {k: v for k, v in rows[4].items() if k in rows[0]}  # the cross only
+    assert len(rows[4]) == 2 and len(rows[6]) == 2  # exposures: the indicator too
+    assert rows[6] != rows[4]  # a rating is its own event type
+
+
+def test_an_actions_numbers_are_scaled_but_not_learned() -> None:
+    cfg = PreprocessConfig(feature_bits=16, missing_features={})
+    values = [1.0, 2.0, 3.0, 4.0]
+    alone = features(FeatureHasher(cfg), [{"price": v} for v in values])
+    # The same impressions, each followed by a click restating a far larger price.
+    f = FeatureHasher(cfg)
+    rows = features(f, [{"price": v + 1000 * (k % 2)} for v in values for k in range(2)],
+                    types=[IMPRESSION, CLICK] * len(values))
+    assert rows[::2] == alone
+    assert f.scaler.mean_std(next(iter(alone[0])) % 4096)[0] == np.mean(values)
 
 
 def test_cross_of_item_and_device() -> None:
@@ -139,7 +170,7 @@ def test_packed_maps_hash_like_the_per_entry_reference(events: list[tuple]) -> N
     indptr, idx, val = f.transform(
         *(PackedMaps.from_dicts(column) for column in fields),
         user_key=np.arange(1, n + 1, dtype=np.uint64), item_key=np.full(n, 7, np.uint64),
-        event_type=np.ones(n, dtype=np.int8))
+        event_type=np.full(n, IMPRESSION, dtype=np.int8))
     got = [dict(zip(idx[a:b].tolist(), val[a:b].tolist(), strict=True))
            for a, b in pairwise(indptr.tolist())]
     expected = reference(FeatureHasher(cfg), fields)

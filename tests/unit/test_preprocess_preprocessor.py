@@ -63,14 +63,41 @@ def test_binary_task_end_to_end() -> None:
     _, out = run(pre, [ev(1, "impression", 1, 1, NOW - 5000, context={"position": 1}),
                        ev(2, "impression", 2, 1, NOW - 5000),
                        ev(3, "click", 1, 1, NOW - 4500), ev(4, "rating")])
-    assert out.examples.y.tolist() == [1.0]  # only the click so far
+    assert len(out.examples) == 0  # both windows are still open
     _, out = run(pre, [ev(5, "purchase", 3, 2, NOW - 100, value=9.5)])
     x = out.examples
-    assert x.y.tolist() == [1.0, 0.0]  # the purchase, then the unclicked impression
-    assert x.weight.tolist() == [4.0, 1.0]
-    assert x.ts_ms.tolist() == [NOW - 100, NOW - 5000]
-    assert x.user.tolist()[1] == 2
-    assert out.stats["negatives"] == 1 and out.stats["pending_impressions"] == 0
+    assert x.y.tolist() == [1.0, 0.0]  # the clicked impression, then the unclicked one
+    assert x.weight.tolist() == [1.0, 1.0] and x.ts_ms.tolist() == [NOW - 5000, NOW - 5000]
+    assert x.user.tolist() == [1, 2] and x.feat_indptr.tolist()[1] > 0
+    assert out.stats["positives"] == 1 and out.stats["negatives"] == 1
+    assert out.stats["pending_impressions"] == 0  # the purchase waits for its impression
+
+
+def test_a_positive_is_its_impression_as_shown() -> None:
+    # Each click comes without context, with its own event id (its own holdout draw), and
+    # is its user's second sighting, which admits the user: none of it may show. The
+    # examples must be those the same impressions make without any click, but the label.
+    cfg = PreprocessConfig(**SMALL, task="binary", attribution_window_ms=1000,
+                           holdout_fraction=0.5, crosses=["item*context.device"])
+    shown = [ev(i, "impression", i, 1, NOW - 9000 + i,
+                context={"device": "ios", "position": i}) for i in range(1, 13)]
+    clicks = [ev(100 + i, "click", i, 1, NOW - 8000 + i) for i in range(1, 13)]
+    closing = [ev(999, "impression", 50, 2, NOW)]  # past every window
+
+    def resolved(events: list[bytes]) -> tuple[ExampleBatch, float]:
+        out = run(Preprocessor(cfg), events + closing)[1]
+        return out.examples, out.stats["users"]
+
+    (positives, admitted), (negatives, _) = resolved(shown + clicks), resolved(shown)
+    assert positives.y.tolist() == [1.0] * 12 and negatives.y.tolist() == [0.0] * 12
+    for name in ("user", "item", "ts_ms", "feat_indptr", "feat_idx", "feat_val", "holdout"):
+        assert np.array_equal(getattr(positives, name), getattr(negatives, name)), name
+    # The comparison means something: the clicks admitted their users, but the examples
+    # keep row 0, as shown; and the clicks' own draws and (absent) features differ.
+    assert admitted == 12 and (positives.user == 0).all()
+    clicks_alone, _ = resolved(clicks)
+    assert len(clicks_alone) == 12 and len(clicks_alone.feat_idx) == 0
+    assert not np.array_equal(clicks_alone.holdout, negatives.holdout)
 
 
 def test_holdout_is_a_deterministic_share_of_event_ids() -> None:

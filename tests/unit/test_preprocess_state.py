@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +161,32 @@ def test_restoring_into_smaller_bounds_is_refused() -> None:
         assert "format" in str(exc)
     else:  # pragma: no cover - the assertion below documents the failure
         raise AssertionError("a state of another format was accepted")
+
+
+FORMAT_2 = Path(__file__).resolve().parents[1] / "fixtures" / "preprocess" / "format2"
+
+
+def test_a_format_2_state_is_read() -> None:
+    """``tests/fixtures/preprocess/format2`` is a preprocessor state of format 2, written
+    once at commit 6627d76 (``TIGHT``, binary, the first 400 events of ``stream`` with
+    seed 5 in batches of 50; ``np.savez_compressed`` and ``json.dump``) and committed.
+    Never regenerate it: its point is to be old. Checkpoints of deployments that
+    upgrade look like it, and a regression one must not cost a cold start."""
+    with np.load(FORMAT_2 / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads((FORMAT_2 / "meta.json").read_text())
+    assert meta["format"] == 2
+    kind, ts = arrays["labels.m_kind"], arrays["labels.m_ts"]
+    pending = kind == 1
+    assert pending.any() and (kind == 2).any()  # pending impressions and clicked pairs
+    cfg = PreprocessConfig(**TIGHT, task="binary")  # type: ignore[arg-type]
+    pre = Preprocessor(cfg)
+    pre.set_state(arrays, meta)
+    assert pre.labels.pending == pending.sum()
+    # Past every window: the pending impressions come out as negatives, in order, with
+    # their stored features; the clicked pairs (positives emitted then) do not.
+    closing = message(10**6, "impression", 0, 0, int(ts.max()) + 10**6, None)
+    x = pre.transform(decode_batch([closing], NOW, cfg), NOW).examples
+    assert x.y.tolist() == [0.0] * int(pending.sum())
+    assert x.ts_ms.tolist() == ts[pending].tolist()
+    assert np.diff(x.feat_indptr).tolist() == arrays["labels.m_nf"][pending].tolist()
