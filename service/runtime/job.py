@@ -538,18 +538,13 @@ class Job:
             self._reset_to_champion()
 
     def _reset_to_champion(self) -> None:
-        """Drift reaction 'reset': continue from the published model."""
-        if self.publisher.busy:
-            log.info("drift reset deferred: a publication is running")
-            return
-        with self.publisher.lock:
-            champion = self.publisher.publisher.load_champion()
-        if champion is None:
-            log.warning("drift reset requested but no snapshot is published yet")
-            return
-        self.pipeline.replace_learner(champion)
-        log.warning("drift reset: continuing from published snapshot %s",
-                    self.publisher.publisher.champion_version)
+        """Drift reaction 'reset': already done by the pipeline, at the reaction boundary.
+
+        The pipeline continues from its reset point, a copy of the model taken at a point
+        of the stream (``drift.reset_point_events``), and says so in the log. Reloading
+        whatever snapshot happens to be published would make the model depend on when
+        publications ran (a wall-clock schedule), so nothing is loaded here.
+        """
 
     # -- checkpoints and snapshots ----------------------------------------------------
 
