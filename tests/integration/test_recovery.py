@@ -31,6 +31,7 @@ import pytest
 from confluent_kafka import Producer
 
 from service.demo.generator import StreamSpec, SyntheticStream
+from service.storage import open_store
 from service.storage.config import StorageConfig
 from tests.faults import PrivateKafka, PrivateS3
 from tests.service_process import ServiceProcess
@@ -411,3 +412,64 @@ def test_standby_takes_over_when_the_active_instance_is_killed(
                       tmp_path / "clean.log")
     _, clean, _ = newest_checkpoint(clean_storage, clean_group, topic)
     assert_same_model(taken_over, clean)
+
+
+def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` for ``group``, as an earlier run of the service would have."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_no_checkpoint_but_committed_offsets_is_no_silent_fresh_start(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    """A group that consumed before, pointed at storage without its checkpoints (a new or
+    mistyped FRESHREC_STORAGE__URL), refuses to start; on request it starts afresh from
+    the committed offsets, or from the oldest ones, saying so."""
+    topic = unique_topic(1)
+    n, consumed = 6_000, 2_500
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=11), rate=50_000)
+    publisher.start()
+    publisher.join(60)
+    assert publisher.done.is_set() and not publisher.errors, publisher.errors
+    group = f"fresh-{uuid.uuid4().hex[:6]}"
+    commit_offsets(kafka_bootstrap, group, topic, {0: consumed})
+
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "empty")
+    env = service_env(kafka_bootstrap, topic, group, storage_env)
+    log = tmp_path / "refused.log"
+    refused = ServiceProcess(env, log, ("--stop-when-idle", "4")).start()
+    assert refused.proc is not None
+    assert refused.proc.wait(120) == 2, refused.log()
+    text = log.read_text()
+    assert "refusing to start: no checkpoint in" in text, text[-3000:]
+    assert f"{{0: {consumed}}}" in text and "FRESHREC_CHECKPOINT__ON_MISSING" in text
+    assert "Traceback" not in text
+    assert not any(True for _ in open_store(storage).list("checkpoints/")), "it wrote state"
+
+    # On request: a fresh model from the committed offsets, with a WARNING.
+    log = tmp_path / "committed.log"
+    run_to_completion({**env, "FRESHREC_CHECKPOINT__ON_MISSING": "committed"}, log)
+    assert "WARNING" in log.read_text() and "starting a FRESH model from the committed" in (
+        log.read_text())
+    offsets, _, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == {0: n}
+    assert applied_per_partition(meta) == {0: n - consumed}
+
+    # Or from the oldest offsets the topic holds (storage still empty for this group).
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "earliest")
+    log = tmp_path / "earliest.log"
+    run_to_completion({**service_env(kafka_bootstrap, topic, group, storage_env),
+                       "FRESHREC_CHECKPOINT__ON_MISSING": "earliest"}, log)
+    assert "starting a FRESH model from the oldest offsets" in log.read_text()
+    offsets, _, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == {0: n}
+    assert applied_per_partition(meta) == {0: n}
