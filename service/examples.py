@@ -63,8 +63,14 @@ class ExampleBatch:
     holdout
         True for examples held out from training for the snapshot gate.
     recycled_users, recycled_items
-        Rows that the vocabulary evicted and reassigned in this batch: the learner must
-        reinitialise them before learning, so a new id does not inherit an old id's factors.
+        Rows that the vocabulary evicted and reassigned in this batch, in stream order (a
+        row recycled twice appears twice): the learner must reinitialise them, so a new id
+        does not inherit an old id's factors.
+    recycled_users_at, recycled_items_at
+        For each recycled row, the position of the first example that may belong to its
+        new owner: the reset happens right before that example is learned, so examples of
+        the previous owner earlier in the batch still go to the previous owner. Empty
+        means 0 for every row (reset before the batch).
     """
 
     user: IntArray
@@ -78,6 +84,8 @@ class ExampleBatch:
     holdout: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
     recycled_users: IntArray = field(default_factory=_empty_int)
     recycled_items: IntArray = field(default_factory=_empty_int)
+    recycled_users_at: IntArray = field(default_factory=_empty_int)
+    recycled_items_at: IntArray = field(default_factory=_empty_int)
 
     def __post_init__(self) -> None:
         n = len(self.user)
@@ -121,10 +129,22 @@ class ExampleBatch:
             ),
         )
 
+    def recycles(self) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """``(users, users_at, items, items_at)``: recycled rows and where each is reset
+        (positions default to 0, before the batch, when they were not given)."""
+        users, items = self.recycled_users, self.recycled_items
+        users_at, items_at = self.recycled_users_at, self.recycled_items_at
+        if len(users_at) != len(users):
+            users_at = np.zeros(len(users), dtype=np.int64)
+        if len(items_at) != len(items):
+            items_at = np.zeros(len(items), dtype=np.int64)
+        return users, users_at, items, items_at
+
     def slice(self, start: int, stop: int) -> ExampleBatch:
         """Examples ``start:stop`` as views (no copy), side features included.
 
-        Recycled rows stay with the first slice only: they are reset once.
+        Each recycled row goes with the slice that holds its reset position (the last
+        slice also takes resets placed after every example): it is reset once.
 
         Example
         -------
@@ -136,7 +156,10 @@ class ExampleBatch:
         if not 0 <= start <= stop <= n:
             raise ValueError(f"slice [{start}, {stop}) is outside the batch of {n}")
         lo, hi = int(self.feat_indptr[start]), int(self.feat_indptr[stop])
-        first = start == 0
+        users, users_at, items, items_at = self.recycles()
+        last = stop == n
+        in_users = (users_at >= start) & ((users_at < stop) | last)
+        in_items = (items_at >= start) & ((items_at < stop) | last)
         return ExampleBatch(
             user=self.user[start:stop],
             item=self.item[start:stop],
@@ -147,8 +170,10 @@ class ExampleBatch:
             feat_idx=self.feat_idx[lo:hi],
             feat_val=self.feat_val[lo:hi],
             holdout=self.holdout[start:stop],
-            recycled_users=self.recycled_users if first else _empty_int(),
-            recycled_items=self.recycled_items if first else _empty_int(),
+            recycled_users=users[in_users],
+            recycled_items=items[in_items],
+            recycled_users_at=users_at[in_users] - start,
+            recycled_items_at=items_at[in_items] - start,
         )
 
     def select(self, mask: BoolArray) -> ExampleBatch:
@@ -175,8 +200,12 @@ class ExampleBatch:
                 f"select needs one boolean per example ({len(self)},), got {mask.shape}"
             )
         taken = self.take(np.flatnonzero(mask))
-        taken.recycled_users = self.recycled_users
-        taken.recycled_items = self.recycled_items
+        users, users_at, items, items_at = self.recycles()
+        # A reset before example p comes before the first kept example at or after p.
+        kept_before = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(mask, out=kept_before[1:])
+        taken.recycled_users, taken.recycled_users_at = users, kept_before[users_at]
+        taken.recycled_items, taken.recycled_items_at = items, kept_before[items_at]
         return taken
 
     def take(self, rows: IntArray) -> ExampleBatch:

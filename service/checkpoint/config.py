@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -27,6 +29,15 @@ class CheckpointConfig(BaseModel):
         default=60.0, gt=0,
         description="On SIGTERM, how long the final checkpoint may take before exiting "
         "without it (nothing is lost: the events are consumed again after restart).",
+    )
+    on_missing: Literal["fail", "committed", "earliest"] = Field(
+        default="fail",
+        description="What to do when the storage holds no checkpoint but the consumer "
+        "group has committed offsets (a new or mistyped storage.url, or lost "
+        "checkpoints): 'fail' refuses to start and says what it found; 'committed' "
+        "starts a fresh model from the committed offsets, skipping every event consumed "
+        "before (logged as a WARNING); 'earliest' starts a fresh model from the oldest "
+        "offset still in each partition (WARNING).",
     )
     standby_refresh_s: float = Field(
         default=5.0, gt=0,

@@ -15,7 +15,8 @@ Reaction = Literal["alert", "adapt", "reset"]
 _REACTION_HELP = (
     "What the runtime does on a detection: 'alert' only counts and logs it; 'adapt' raises "
     "the learning rate by drift.adapt_lr_factor for drift.adapt_duration_events events; "
-    "'reset' reloads the last published snapshot."
+    "'reset' continues from the reset point, the model as it was at the newest multiple "
+    "of drift.reset_point_events learned examples."
 )
 
 
@@ -135,6 +136,17 @@ class DriftConfig(BaseModel):
     )
     adapt_duration_events: int = Field(
         50_000, ge=1, description="Events the raised learning rate lasts."
+    )
+    reset_point_events: int = Field(
+        100_000,
+        ge=1,
+        description=(
+            "While some detector's reaction is 'reset', the model is copied every this many "
+            "learned examples (at the next reaction boundary, a multiple of 4096, outside "
+            "stretches with detections); 'reset' continues from that copy. The copy is "
+            "chosen by the events, so a reset is the same in every run; it costs one more "
+            "model in memory and in each checkpoint."
+        ),
     )
     reaction_cooldown_events: int = Field(
         20_000,

@@ -29,8 +29,8 @@ class DriftDetection:
         example ever passed to ``DriftMonitor.update`` (restored with the monitor's state).
     reaction
         ``"alert"`` (count and log only), ``"adapt"`` (raise the learning rate by
-        ``lr_factor`` for ``duration_events`` events) or ``"reset"`` (reload the last
-        published snapshot).
+        ``lr_factor`` for ``duration_events`` events) or ``"reset"`` (continue from the
+        pipeline's reset point, see ``drift.reset_point_events``).
     lr_factor, duration_events
         The learning-rate boost an ``"adapt"`` reaction asks for (1.0 and 0 otherwise).
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
 
-from service.evaluation.window import Window
+from service.evaluation.window import Window, add_in_order
 
 F64 = npt.NDArray[np.float64]
 ArrayLike = npt.NDArray[np.floating] | npt.NDArray[np.integer] | F64
@@ -79,7 +79,7 @@ class BinaryMetrics:
         pos = y64 > 0.5
         loss = np.where(ok, -np.log(np.where(pos, pc, 1.0 - pc)), 0.0)
         w = np.where(ok, w, 0.0)
-        self.sums += (w.sum(), (w * loss).sum())
+        add_in_order(self.sums, np.stack([w, w * loss], axis=1))
         bins = self.hist.shape[1]
         b = np.minimum((pc * bins).astype(np.int64), bins - 1)
         np.add.at(self.hist, (pos[ok].astype(np.int64), b[ok]), w[ok])

@@ -32,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from service.evaluation.window import Window
+from service.evaluation.window import Window, add_in_order
 
 F64 = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -91,7 +91,7 @@ class RankingMetrics:
         hit = (r < self.k).astype(np.float64)
         ndcg = hit / np.log2(r + 2.0)
         rows = np.stack([np.ones_like(r), hit, ndcg], axis=1)
-        self.sums += rows.sum(axis=0)
+        add_in_order(self.sums, rows)
         self.window.extend(rows)
 
     def update(self, y: npt.ArrayLike, pred: npt.ArrayLike, weight: npt.ArrayLike) -> F64:
@@ -103,7 +103,8 @@ class RankingMetrics:
         w = np.asarray(weight, dtype=np.float64)
         ok = np.isfinite(s) & np.isfinite(y64) & (y64 > 0) & np.isfinite(w) & (w > 0)
         loss = np.where(ok, np.logaddexp(0.0, -np.where(ok, s, 0.0)), 0.0)
-        self.loss_sums += (np.where(ok, w, 0.0).sum(), (np.where(ok, w, 0.0) * loss).sum())
+        wo = np.where(ok, w, 0.0)
+        add_in_order(self.loss_sums, np.stack([wo, wo * loss], axis=1))
         return loss
 
     def result(self) -> dict[str, float]:

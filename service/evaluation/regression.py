@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from service.evaluation.window import Window
+from service.evaluation.window import Window, add_in_order
 
 F64 = npt.NDArray[np.float64]
 ArrayLike = npt.NDArray[np.floating] | F64
@@ -44,7 +44,7 @@ class RegressionMetrics:
         sq = np.where(ok, err * err, 0.0)
         w = np.where(ok, w, 0.0)
         rows = np.stack([w, w * sq, w * np.abs(np.where(ok, err, 0.0))], axis=1)
-        self.sums += rows.sum(axis=0)
+        add_in_order(self.sums, rows)
         self.window.extend(rows)
         return sq
 

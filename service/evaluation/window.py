@@ -22,6 +22,27 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 
 
+def add_in_order(sums: F64, rows: npt.ArrayLike) -> None:
+    """Add ``rows`` (one value, or one row of ``len(sums)`` values, per example) to
+    ``sums`` in place, one example after the other.
+
+    ``rows.sum(axis=0)`` adds pairwise within the batch, so the rounding of a running
+    total would depend on where the batches were cut; adding in stream order gives the
+    same bits however the examples are split into calls.
+
+    >>> import numpy as np
+    >>> a, b = np.zeros(1), np.zeros(1)
+    >>> x = np.random.default_rng(0).random((1000, 1))
+    >>> add_in_order(a, x); add_in_order(b, x[:333]); add_in_order(b, x[333:])
+    >>> bool(a[0] == b[0])
+    True
+    """
+    values = np.asarray(rows, dtype=np.float64).reshape(-1, len(sums))
+    if len(values):
+        # add.accumulate is a sequential scan (no pairwise summation).
+        sums[:] = np.add.accumulate(np.concatenate([sums[None, :], values]), axis=0)[-1]
+
+
 class Window:
     """The last ``size`` rows appended, of ``columns`` float64 columns (order not kept)."""
 

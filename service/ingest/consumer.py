@@ -118,6 +118,15 @@ class BatchConsumer:
         result = self._consumer.committed(tps, timeout=timeout_s)
         return {tp.partition: tp.offset for tp in result if tp.offset >= 0}
 
+    def earliest(self, partitions: list[int], timeout_s: float = 10.0) -> dict[int, int]:
+        """The oldest offset still held by each partition (its low watermark)."""
+        out = {}
+        for p in partitions:
+            low, _ = self._consumer.get_watermark_offsets(
+                TopicPartition(self.topic, p), timeout=timeout_s, cached=False)
+            out[p] = int(low)
+        return out
+
     def assign(self, offsets: dict[int, int | None]) -> None:
         """Read ``partition -> next offset``; ``None`` starts at the reset policy."""
         reset = OFFSET_BEGINNING if self.auto_offset_reset == "earliest" else OFFSET_END

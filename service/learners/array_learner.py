@@ -115,6 +115,7 @@ class ArrayLearner:
         self.used_items = 0
         rng = np.random.default_rng(self.seed)
         self.arrays: dict[str, npt.NDArray[Any]] = self._allocate(rng)
+        # Part of the state format; recycled rows no longer draw from it (see _reset).
         self.arrays["rng"] = np.array([rng.integers(0, 2**63 - 1)], dtype=np.uint64)
         if not _RESTORING.get():
             self._initialise(0, 0, rest=True)
@@ -162,7 +163,9 @@ class ArrayLearner:
     def _item_scores(self, user: int) -> npt.NDArray[np.float32]:
         raise NotImplementedError
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
+        """Put recycled rows back to their initial values (a function of the row alone:
+        see :func:`~service.learners.rng.init_rows`)."""
         raise NotImplementedError
 
     # -- the protocol -------------------------------------------------------------------
@@ -203,7 +206,11 @@ class ArrayLearner:
         return preds, LearnStats(n_examples=n, n_updates=updates, n_skipped_nonfinite=skipped)
 
     def reset_rows(self, users: IntArray, items: IntArray) -> None:
-        """Reinitialise recycled user and item rows (row 0 stays the unknown row)."""
+        """Reinitialise recycled user and item rows (row 0 stays the unknown row).
+
+        A reset row holds exactly what a fresh learner holds in it: its seeded initial
+        values, zero biases and accumulators, no history.
+        """
         users = np.unique(np.asarray(users, dtype=np.int64))
         items = np.unique(np.asarray(items, dtype=np.int64))
         users = users[users != 0]
@@ -216,9 +223,9 @@ class ArrayLearner:
             return
         self._advance_marks(int(users.max()) + 1 if len(users) else 0,
                             int(items.max()) + 1 if len(items) else 0)
-        rng = np.random.default_rng(int(self.arrays["rng"][0]))
-        self._reset(users, items, rng)
-        self.arrays["rng"][0] = rng.integers(0, 2**63 - 1)
+        # Each row gets its own initial values back, whatever it is reset with: the same
+        # recycles give the same rows however they are grouped into calls.
+        self._reset(users, items)
         self.interactions.reset(users, items, self.used_users)
         if self.average is not None and self.average.arrays:
             for name in self.PARAMETERS:

@@ -30,7 +30,7 @@ from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
-from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init
+from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, init_rows
 from service.learners.row_slots import FactorScratch, ScratchArrays, apply_slots, claim_row
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
@@ -279,9 +279,6 @@ class BiasedMF(ArrayLearner):
     def _hyperparameters(self) -> dict[str, Any]:
         return {"n_factors": self.n_factors, "init_std": self.init_std, "l2_bias": self.l2_bias}
 
-    def _factors(self, rng: np.random.Generator, rows: int) -> F32:
-        return rng.normal(0.0, self.init_std, (rows, self.n_factors)).astype(np.float32)
-
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
         # The factors are filled by _initialise, row by row from the seed.
         P = np.empty((self.n_users, self.n_factors), dtype=np.float32)
@@ -358,10 +355,11 @@ class BiasedMF(ArrayLearner):
         scores: FloatArray = a["item_factors"] @ a["user_factors"][user] + a["item_bias"]
         return scores
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
         a = self.arrays
-        a["user_factors"][users] = self._factors(rng, len(users))
-        a["item_factors"][items] = self._factors(rng, len(items))
+        k, std = self.n_factors, self.init_std
+        a["user_factors"][users] = init_rows(self.seed, STREAM_USERS, users, k, std)
+        a["item_factors"][items] = init_rows(self.seed, STREAM_ITEMS, items, k, std)
         a["user_bias"][users] = 0.0
         a["item_bias"][items] = 0.0
         if self.optimizer.adagrad:

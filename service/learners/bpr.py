@@ -28,7 +28,7 @@ from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
 from service.learners.optim import ADAGRAD_EPS, FASTMATH, Optimizer, clip, scheduled_lr, step
-from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
+from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, init_rows, uniform_int
 from service.learners.row_slots import FactorScratch, apply_slots
 from service.learners.strategies import Strategy
 
@@ -465,9 +465,6 @@ class BPR(ArrayLearner):
     def _hyperparameters(self) -> dict[str, Any]:
         return {"n_factors": self.n_factors, "init_std": self.init_std, "l2_bias": self.l2_bias}
 
-    def _factors(self, rng: np.random.Generator, rows: int) -> F32:
-        return rng.normal(0.0, self.init_std, (rows, self.n_factors)).astype(np.float32)
-
     def _allocate(self, rng: np.random.Generator) -> dict[str, npt.NDArray[Any]]:
         # The factors are filled by _initialise, row by row from the seed.
         P = np.empty((self.n_users, self.n_factors), dtype=np.float32)
@@ -551,10 +548,11 @@ class BPR(ArrayLearner):
         scores: FloatArray = a["item_factors"] @ a["user_factors"][user] + a["item_bias"]
         return scores
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
         a = self.arrays
-        a["user_factors"][users] = self._factors(rng, len(users))
-        a["item_factors"][items] = self._factors(rng, len(items))
+        k, std = self.n_factors, self.init_std
+        a["user_factors"][users] = init_rows(self.seed, STREAM_USERS, users, k, std)
+        a["item_factors"][items] = init_rows(self.seed, STREAM_ITEMS, items, k, std)
         a["item_bias"][items] = 0.0
         if self.optimizer.adagrad:
             a["acc_user_factors"][users] = 0.0

@@ -40,7 +40,13 @@ from service.learners.optim import (
     soft_threshold,
     step,
 )
-from service.learners.rng import STREAM_FEATURES, STREAM_ITEMS, STREAM_USERS, fill_init
+from service.learners.rng import (
+    STREAM_FEATURES,
+    STREAM_ITEMS,
+    STREAM_USERS,
+    fill_init,
+    init_rows,
+)
 from service.learners.row_slots import RowSlots, apply_slots, claim_row
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
@@ -442,11 +448,12 @@ class FM(ArrayLearner):
         scores: FloatArray = V[lo:hi] @ V[user] + W[lo:hi]
         return scores
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
         a = self.arrays
         rows = np.concatenate([users, items + self.n_users])
-        a["factors"][rows] = rng.normal(0.0, self.init_std,
-                                        (len(rows), self.n_factors)).astype(np.float32)
+        k, std = self.n_factors, self.init_std
+        a["factors"][users] = init_rows(self.seed, STREAM_USERS, users, k, std)
+        a["factors"][items + self.n_users] = init_rows(self.seed, STREAM_ITEMS, items, k, std)
         a["weights"][rows] = 0.0
         if self.optimizer.adagrad:
             a["acc_weights"][rows] = 0.0

@@ -373,7 +373,7 @@ class FTRL(ArrayLearner):
         item_rows = hash_array(ITEM_FIELD, np.arange(self.n_items), self.feature_bits)
         return self.weights(item_rows).astype(np.float32)
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
         # Only the id coordinates are reset; hashed side features are shared by design.
         rows = np.concatenate([hash_array(USER_FIELD, users, self.feature_bits),
                                hash_array(ITEM_FIELD, items, self.feature_bits)])

@@ -122,3 +122,44 @@ def fill_init(out: npt.NDArray[np.float32], seed: int, stream: int, first_row: i
     if out.size:
         _fill_init(out, np.uint64(stream_key(seed, stream)), int(first_row),
                    float(std) / _IH_STD)
+
+
+@njit(cache=True, nogil=True)
+def _init_rows(out: npt.NDArray[np.float32], key: np.uint64, rows: npt.NDArray[np.int64],
+               scale: float) -> None:
+    k = out.shape[1]
+    for j in range(len(rows)):  # the arithmetic of _fill_init, row by row
+        base = np.uint64(rows[j]) * np.uint64(k)
+        for f in range(k):
+            z = key + (base + np.uint64(f)) * _GOLDEN
+            z = (z ^ (z >> np.uint64(30))) * _M1
+            z = (z ^ (z >> np.uint64(27))) * _M2
+            z = z ^ (z >> np.uint64(31))
+            s = (int(z & np.uint64(0xFFFF)) + int((z >> np.uint64(16)) & np.uint64(0xFFFF))
+                 + int((z >> np.uint64(32)) & np.uint64(0xFFFF)) + int(z >> np.uint64(48)))
+            out[j, f] = np.float32((s - _IH_MEAN) * scale)
+
+
+def init_rows(seed: int, stream: int, rows: npt.NDArray[np.int64], k: int,
+              std: float) -> npt.NDArray[np.float32]:
+    """The initial values of ``rows`` (any order, repeats allowed) of stream ``stream``:
+    row ``rows[j]`` of what :func:`fill_init` writes, as a ``(len(rows), k)`` array.
+
+    A recycled row is reset with this: a new owner starts from exactly what a fresh
+    learner holds in that row, whatever else is reset with it and whenever, so resets
+    do not depend on how rows are grouped into calls (a generator drawn once per call
+    would make them follow the batches).
+
+    >>> import numpy as np
+    >>> whole = np.empty((6, 3), np.float32); fill_init(whole, 7, STREAM_USERS, 0, 0.1)
+    >>> some = init_rows(7, STREAM_USERS, np.array([4, 1, 4]), 3, 0.1)
+    >>> bool((some == whole[[4, 1, 4]]).all())
+    True
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if len(rows) and rows.min() < 0:
+        raise ValueError("init_rows needs rows >= 0")
+    out = np.empty((len(rows), k), dtype=np.float32)
+    if out.size:
+        _init_rows(out, np.uint64(stream_key(seed, stream)), rows, float(std) / _IH_STD)
+    return out

@@ -192,7 +192,7 @@ class SklearnSGD(ArrayLearner):
                                          np.zeros(self.n_items))
         return self._predict(batch)
 
-    def _reset(self, users: IntArray, items: IntArray, rng: np.random.Generator) -> None:
+    def _reset(self, users: IntArray, items: IntArray) -> None:
         names = [f"u={u}" for u in users.tolist()] + [f"i={i}" for i in items.tolist()]
         cols = self.hasher.transform([[(name, 1.0)] for name in names]).indices
         self.arrays["coef"][cols] = 0.0

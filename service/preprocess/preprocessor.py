@@ -165,8 +165,8 @@ class Preprocessor:
         holdout = (eid_key[sel] >> np.uint64(11)).astype(np.float64) < (
             self.config.holdout_fraction * _HOLDOUT_SCALE
         )
-        user_row, recycled_users = self.users.encode(user_key, ts, user_ids)
-        item_row, recycled_items = self.items.encode(item_key, ts, item_ids)
+        user_row, _ = self.users.encode(user_key, ts, user_ids)
+        item_row, _ = self.items.encode(item_key, ts, item_ids)
         indptr, fidx, fval = self.features.transform(
             context, user_features, item_features, user_key, item_key, codes)
         if self.labels.task == "regression":
@@ -183,12 +183,22 @@ class Preprocessor:
             examples = self._binary_examples(lab)
             n_pos = int(np.count_nonzero(lab.y))
             n_neg = len(lab.y) - n_pos
-        examples.recycled_users = recycled_users
-        examples.recycled_items = recycled_items
-        if isinstance(self.users, Vocabulary):
-            self.users.evict_expired()
-        if isinstance(self.items, Vocabulary):
-            self.items.evict_expired()
+        # Where each row changed owner, as the position of the first example that may be
+        # the new owner's: the learner resets the row right there. Eviction itself runs
+        # inside encode, event by event, never here at the end of the batch: the batch is
+        # whatever one fetch delivered, and the state must not depend on it.
+        for side, encoder in (("users", self.users), ("items", self.items)):
+            if isinstance(encoder, Vocabulary) and len(encoder.last_recycled):
+                at = encoder.last_recycled_at
+                if self.labels.task != "regression":
+                    # Binary examples are impressions emitted when their window closes,
+                    # each on the row its impression had if that row still has the same
+                    # owner (row 0 otherwise): no example of this batch is the old
+                    # owner's, so the reset goes first. (Which examples fall back to
+                    # row 0 still follows the batch's end: see README, exactly once.)
+                    at = np.zeros(len(encoder.last_recycled), dtype=np.int64)
+                setattr(examples, f"recycled_{side}", encoder.last_recycled)
+                setattr(examples, f"recycled_{side}_at", at)
         self._totals["events"] += len(decoded)
         self._totals["duplicates"] += n_dup
         self._totals["examples"] += len(examples)
@@ -199,8 +209,8 @@ class Preprocessor:
             "positives": n_pos,
             "negatives": n_neg,
             "holdout": int(examples.holdout.sum()),
-            "recycled_users": len(recycled_users),
-            "recycled_items": len(recycled_items),
+            "recycled_users": len(examples.recycled_users),
+            "recycled_items": len(examples.recycled_items),
             "users": len(self.users),
             "items": len(self.items),
             "dedup_ids": len(self.dedup),

@@ -12,7 +12,10 @@ the model's memory. :class:`Vocabulary` bounds it three ways:
   back. Rows wait in a queue ordered by when they were last queued; a hit requeues its
   row only when that is more than ``evict_after_ms / 64`` old, and the eviction scan gives
   a second chance to a row seen since it was queued, so the victim is found in amortised
-  O(1) without touching the queue on most hits.
+  O(1) without touching the queue on most hits. Eviction runs inside :meth:`encode`, right
+  after each event that moves the event-time watermark: which rows are free, and so which
+  row a new id gets, is a function of the events alone, however they are cut into
+  batches (a batch-end sweep would follow the broker's fetch timing instead).
 * **recycling**: a row that changes owner is reported by :meth:`encode`, and the learner
   must reinitialise it, so a new id never inherits an old id's factors.
 
@@ -104,6 +107,10 @@ def _evict_expired(
 ) -> None:
     while nxt[0] != 0:
         r = nxt[0]
+        if row_seen[r, 1] >= horizon:
+            # Queued at or after the horizon, and so seen then too; every row behind it
+            # was queued later still: nothing has expired.
+            break
         if row_seen[r, 0] >= horizon:
             if row_seen[r, 1] < row_seen[r, 0]:
                 # Seen since it was queued (hits only requeue lazily): second chance.
@@ -139,11 +146,13 @@ def _encode(
     cand_count: npt.NDArray[np.int64],
     cand_seen: npt.NDArray[np.int64],
     meta: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+           npt.NDArray[np.int64]]:
     # The caller sized the row arrays for every admission this batch could make.
     n = len(keys)
     rows = np.zeros(n, dtype=np.int64)
     recycled = np.empty(n, dtype=np.int64)
+    recycled_at = np.empty(n, dtype=np.int64)
     n_recycled = 0
     admitted = np.empty(n, dtype=np.int64)
     n_admitted = 0
@@ -152,77 +161,88 @@ def _encode(
     for i in range(n):
         key = nonzero(keys[i])
         t = ts[i]
-        if t > meta[_WATERMARK]:
+        advanced = t > meta[_WATERMARK]
+        if advanced:
             meta[_WATERMARK] = t
-        slot = find(table, key)
-        if slot >= 0:
-            r = value_at(table, slot)
-            if t > row_seen[r, 0]:
-                row_seen[r, 0] = t
-                # Requeue only when the queue position is stale by more than `granularity`:
-                # moving a row on every hit costs four cache misses per event.
-                if t - row_seen[r, 1] > granularity:
-                    _unlink(prev, nxt, r)
-                    _append(prev, nxt, r)
-                    row_seen[r, 1] = t
-            rows[i] = r
-            continue
-        if admit_after > 1:
-            # High bits pick the bucket: the table above uses the low ones.
-            base = np.int64((key >> np.uint64(40)) % np.uint64(n_buckets)) * 4
-            way = -1
-            victim = -1  # an empty way if any, else the least recently seen
-            for w in range(base, base + 4):
-                if cand_key[w] == key:
-                    way = w
-                    break
-                if cand_key[w] == np.uint64(0):
-                    if victim < 0 or cand_key[victim] != np.uint64(0):
+        # One pass; every 'break' ends the encoding of event i.
+        while True:
+            slot = find(table, key)
+            if slot >= 0:
+                r = value_at(table, slot)
+                if t > row_seen[r, 0]:
+                    row_seen[r, 0] = t
+                    # Requeue only when the queue position is stale by more than
+                    # `granularity`: moving a row on every hit costs four cache misses.
+                    if t - row_seen[r, 1] > granularity:
+                        _unlink(prev, nxt, r)
+                        _append(prev, nxt, r)
+                        row_seen[r, 1] = t
+                rows[i] = r
+                break
+            if admit_after > 1:
+                # High bits pick the bucket: the table above uses the low ones.
+                base = np.int64((key >> np.uint64(40)) % np.uint64(n_buckets)) * 4
+                way = -1
+                victim = -1  # an empty way if any, else the least recently seen
+                for w in range(base, base + 4):
+                    if cand_key[w] == key:
+                        way = w
+                        break
+                    if cand_key[w] == np.uint64(0):
+                        if victim < 0 or cand_key[victim] != np.uint64(0):
+                            victim = w
+                    elif victim < 0 or (
+                        cand_key[victim] != np.uint64(0) and cand_seen[w] < cand_seen[victim]
+                    ):
                         victim = w
-                elif victim < 0 or (
-                    cand_key[victim] != np.uint64(0) and cand_seen[w] < cand_seen[victim]
-                ):
-                    victim = w
-            if way < 0:
-                way = victim
-                cand_key[way] = key
+                if way < 0:
+                    way = victim
+                    cand_key[way] = key
+                    cand_count[way] = 0
+                cand_count[way] += 1
+                if t > cand_seen[way]:
+                    cand_seen[way] = t
+                if cand_count[way] < admit_after:
+                    break  # row 0 until admitted
+            # Admit: a freed row, else a fresh one, else one aged out at this event's time
+            # (this event may have moved the watermark: the sweep below has not run yet).
+            if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
+                _evict_expired(meta[_WATERMARK] - evict_after_ms, row_key, row_seen, prev,
+                               nxt, freed, table, meta)
+            if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
+                meta[_FULL] += 1
+                break  # vocabulary full: stays on row 0, and keeps its count for later
+            if admit_after > 1:
+                cand_key[way] = 0
                 cand_count[way] = 0
-            cand_count[way] += 1
-            if t > cand_seen[way]:
-                cand_seen[way] = t
-            if cand_count[way] < admit_after:
-                continue  # row 0 until admitted
-        # Admit: a freed row, else a fresh one, else the least recently seen if aged out.
-        if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
-            _evict_expired(meta[_WATERMARK] - evict_after_ms, row_key, row_seen, prev, nxt,
-                           freed, table, meta)
-        if meta[_FREED_TOP] == 0 and meta[_HIGH] == last:
-            meta[_FULL] += 1
-            continue  # vocabulary full: stays on row 0, and keeps its count for later
-        if admit_after > 1:
-            cand_key[way] = 0
-            cand_count[way] = 0
-            cand_seen[way] = 0
-        if meta[_FREED_TOP] > 0:
-            meta[_FREED_TOP] -= 1
-            r = freed[meta[_FREED_TOP]]
-            recycled[n_recycled] = r  # it had an owner before: the learner must reset it
-            n_recycled += 1
-            meta[_RECYCLED] += 1
-        else:
-            meta[_HIGH] += 1
-            r = meta[_HIGH]
-        row_key[r] = key
-        row_seen[r, 0] = t
-        row_seen[r, 1] = t
-        insert(table, key, r)
-        _append(prev, nxt, r)
-        meta[_SIZE] += 1
-        meta[_ADMITTED] += 1
-        rows[i] = r
-        admitted[n_admitted] = i
-        n_admitted += 1
-    return rows, recycled[:n_recycled], admitted[:n_admitted]
+                cand_seen[way] = 0
+            if meta[_FREED_TOP] > 0:
+                meta[_FREED_TOP] -= 1
+                r = freed[meta[_FREED_TOP]]
+                recycled[n_recycled] = r  # it had an owner: the learner must reset it
+                recycled_at[n_recycled] = i
+                n_recycled += 1
+                meta[_RECYCLED] += 1
+            else:
+                meta[_HIGH] += 1
+                r = meta[_HIGH]
+            row_key[r] = key
+            row_seen[r, 0] = t
+            row_seen[r, 1] = t
+            insert(table, key, r)
+            _append(prev, nxt, r)
+            meta[_SIZE] += 1
+            meta[_ADMITTED] += 1
+            rows[i] = r
+            admitted[n_admitted] = i
+            n_admitted += 1
+            break
+        # Event i moved event time on: ids unseen since the new horizon give their rows
+        # back now, at this point of the stream (the head of the queue tells in O(1)).
+        if advanced and nxt[0] != 0 and row_seen[nxt[0], 1] < t - evict_after_ms:
+            _evict_expired(t - evict_after_ms, row_key, row_seen, prev, nxt, freed, table,
+                           meta)
+    return rows, recycled[:n_recycled], recycled_at[:n_recycled], admitted[:n_admitted]
 
 
 @njit(cache=True)
@@ -307,6 +327,10 @@ class Vocabulary:
         # half of it belongs to ids that lost their row. Written only on admission (rare).
         self._arena = np.zeros(0, dtype=np.uint8)
         self._arena_used = 0
+        #: The changes of owner of the last :meth:`encode`, in stream order (rows may
+        #: repeat), and the position of the event that took each row.
+        self.last_recycled = np.zeros(0, dtype=np.int64)
+        self.last_recycled_at = np.zeros(0, dtype=np.int64)
 
     def _allocate(self, rows: int) -> None:
         self._row_key = np.zeros(rows, dtype=np.uint64)
@@ -366,10 +390,14 @@ class Vocabulary:
 
         ``ids`` (the original strings of ``keys``) are remembered for the rows they are
         admitted to, so that :meth:`row_ids` can map rows back to ids for serving.
+
+        Every change of owner is also kept in stream order in :attr:`last_recycled` and
+        :attr:`last_recycled_at` (the position in ``keys`` of the id that took the row),
+        so that a learner can reinitialise each row exactly where it changed hands.
         """
         self._grow(min(self.capacity, int(self._meta[_HIGH]) + 1 + len(keys)))
         self._table = reserve(self._table, min(self.capacity, len(self) + len(keys)))
-        rows, recycled, admitted = _encode(
+        rows, recycled, recycled_at, admitted = _encode(
             np.ascontiguousarray(keys, dtype=np.uint64),
             np.ascontiguousarray(ts_ms, dtype=np.int64),
             self.capacity, self.admit_after, self.evict_after_ms,
@@ -380,6 +408,7 @@ class Vocabulary:
         )
         if len(admitted):
             self._remember_ids(rows[admitted], admitted, ids)
+        self.last_recycled, self.last_recycled_at = recycled, recycled_at
         if len(recycled) > 1:
             recycled = np.unique(recycled)
         return rows, recycled
@@ -439,7 +468,12 @@ class Vocabulary:
         return unpack_utf8(*self.packed_row_ids())
 
     def evict_expired(self) -> int:
-        """Give back the rows of ids unseen for ``evict_after_ms``; returns how many."""
+        """Give back the rows of ids unseen for ``evict_after_ms``; returns how many.
+
+        :meth:`encode` already does this after every event that moves the watermark, so
+        this finds nothing to do unless rows were restored from an older format. It is
+        kept for callers that want to be sure; the runtime does not call it.
+        """
         before = int(self._meta[_EVICTED])
         if self._meta[_WATERMARK] != _INT64_MIN:
             _evict_expired(int(self._meta[_WATERMARK]) - self.evict_after_ms, self._row_key,
@@ -469,12 +503,20 @@ class Vocabulary:
         rows = int(self._meta[_HIGH]) + 1
         arrays = {name.lstrip("_"): getattr(self, name)[:rows].copy()
                   for name in self._ROW_ARRAYS}
+        # The ids in row order, end to end: the arena's own layout (where each id landed,
+        # when it was compacted) follows the batches that admitted them, and a state must
+        # be a function of the events alone. Rows without an owner keep no id.
+        length = np.where(arrays["row_key"] != 0, arrays["id_len"], 0)
+        length[0] = 0
+        utf8, offsets = _gather_bytes(self._arena, arrays["id_start"], length)
+        arrays["id_start"] = np.where(length > 0, offsets[:-1], 0)
+        arrays["id_len"] = length
         cand = np.flatnonzero(self._cand_key)
         arrays |= {
             "freed": self._freed[: int(self._meta[_FREED_TOP])].copy(),
             "cand_slot": cand, "cand_key": self._cand_key[cand],
             "cand_count": self._cand_count[cand], "cand_seen": self._cand_seen[cand],
-            "ids_utf8": self._arena[: self._arena_used].copy(),
+            "ids_utf8": utf8,
         }
         meta = {"capacity": self.capacity, "candidate_slots": len(self._cand_key),
                 "size": len(self), "watermark": int(self._meta[_WATERMARK]),

@@ -18,8 +18,11 @@ Taking over (``_activate``):
    drift detectors, hold-out window, and the next offset of every partition.
 3. Read every partition (every owned partition, under scale-out) from its checkpointed
    offset (or, for a partition the checkpoint does not know, from the committed offset or
-   the reset policy). Under scale-out, also write the shared-parameter blocks the
-   checkpoint's outbox holds that are not in the object store yet.
+   the reset policy). With no checkpoint at all but offsets committed by the group, the
+   model would start afresh and skip what was consumed before: by default the service
+   refuses to start (``checkpoint.on_missing``). Under scale-out, also write the
+   shared-parameter blocks the checkpoint's outbox holds that are not in the object
+   store yet.
 
 One iteration of the active loop (``_step``):
 
@@ -156,6 +159,10 @@ class Counters:
     per_partition: dict[int, int] = field(default_factory=dict)
 
 
+class MissingCheckpoint(RuntimeError):
+    """The storage holds no checkpoint but the group has consumed (``on_missing=fail``)."""
+
+
 class Job:
     """The freshrec service.
 
@@ -289,11 +296,15 @@ class Job:
         gc.collect()
         gc.freeze()
         self._set_state("standby", "waiting for the lease")
+        code = 0
         try:
             self._loop()
+        except MissingCheckpoint as exc:
+            log.error("%s", exc)
+            code = 2
         finally:
             self._shutdown()
-        return 0
+        return code
 
     def _wait_for_broker(self) -> bool:
         """Create the topics, retrying while the broker is unreachable; False if stopped."""
@@ -353,6 +364,10 @@ class Job:
                                  lambda: self.consumer.committed(missing),
                                  "waiting_for_broker", (KafkaException,))
                      if missing else {})
+        if restored is None and committed:
+            committed = self._without_checkpoint(committed, partitions)
+            if committed is None:
+                return
         start: dict[int, int | None] = {
             p: stored.get(p, (committed or {}).get(p)) for p in partitions
         }
@@ -376,6 +391,41 @@ class Job:
         self._set_state("running")
         log.info("active after %.2fs (checkpoint %s)", time.monotonic() - started,
                  self.checkpoints.restored)
+
+    def _without_checkpoint(self, committed: dict[int, int], partitions: list[int]
+                            ) -> dict[int, int] | None:
+        """No checkpoint, yet the group has committed offsets: apply
+        ``checkpoint.on_missing``. Returns where to start (None if stopped meanwhile).
+
+        Starting from the committed offsets would train a fresh model that silently
+        skips every event consumed before, which is what a new or mistyped
+        ``storage.url`` looks like; so by default the service refuses.
+        """
+        policy = self.settings.checkpoint.on_missing
+        where = f"{self.settings.storage.url} under {self.checkpoints.prefix}"
+        found = (f"no checkpoint in {where}, but consumer group "
+                 f"{self.settings.kafka.group_id!r} has committed offsets on {self.topic!r} "
+                 f"(partition: next offset) {dict(sorted(committed.items()))}")
+        if policy == "fail":
+            raise MissingCheckpoint(
+                f"refusing to start: {found}. A fresh model from those offsets would skip "
+                "every event before them. Point "
+                "FRESHREC_STORAGE__URL at the storage that holds this group's checkpoints, "
+                "or set FRESHREC_CHECKPOINT__ON_MISSING=committed (fresh model from the "
+                "committed offsets) or =earliest (fresh model from the oldest offsets the "
+                "topic still holds)")
+        if policy == "committed":
+            log.warning("%s: starting a FRESH model from the committed offsets "
+                        "(checkpoint.on_missing=committed); the events before them are "
+                        "not learned", found)
+            return committed
+        earliest = self._retry("read the oldest offsets", lambda: self.consumer.earliest(
+            partitions), "waiting_for_broker", (KafkaException,))
+        if earliest is None:
+            return None
+        log.warning("%s: starting a FRESH model from the oldest offsets %s "
+                    "(checkpoint.on_missing=earliest)", found, earliest)
+        return dict(earliest)
 
     def _restore_if_newer(self) -> tuple[int, int] | None:
         """Load the newest checkpoint unless it is the one already loaded."""
@@ -715,10 +765,11 @@ class Job:
                 gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
                 gauge.labels(model=model, metric=metric, window=window_label).set(value)
             m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
+        # A 'reset' reaction was carried out by the pipeline itself, at a reaction
+        # boundary, from its reset point: nothing is loaded here (that would make the
+        # model depend on when publications ran).
         for d in outcome.drift:
             m.drift_reactions.labels(detector=d.detector, reaction=d.reaction).inc()
-        if outcome.reset_requested:
-            self._reset_to_champion()
 
     def _watch_rejections(self, n_input: int, faults: list[Rejected]) -> None:
         """The rejected share of recent events; a WARNING a minute while it is above half."""
@@ -733,20 +784,6 @@ class Job:
             if warning is not None:
                 self._rejection_warned_at = now
                 log.warning("%s", warning)
-
-    def _reset_to_champion(self) -> None:
-        """Drift reaction 'reset': continue from the published model."""
-        if self.publisher.busy:
-            log.info("drift reset deferred: a publication is running")
-            return
-        with self.publisher.lock:
-            champion = self.publisher.publisher.load_champion()
-        if champion is None:
-            log.warning("drift reset requested but no snapshot is published yet")
-            return
-        self.pipeline.replace_learner(champion)
-        log.warning("drift reset: continuing from published snapshot %s",
-                    self.publisher.publisher.champion_version)
 
     # -- checkpoints and snapshots ----------------------------------------------------
 

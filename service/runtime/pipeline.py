@@ -12,6 +12,7 @@ bookkeeping with the model. Folding other shards' blocks is the job's, between b
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import itertools
@@ -36,9 +37,11 @@ from service.examples import ExampleBatch
 from service.learners import learner_from_state, make_learner
 from service.learners.base import Learner, ModelState
 from service.learners.optim import Optimizer
+from service.learners.strategies import MicroBatch
 from service.preprocess import Preprocessor
 from service.scaleout import SharedParameters, check_shardable
 from service.snapshots.gate import PromotionGate
+from service.snapshots.holdout import concat
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class BatchOutcome:
     drift: list[Any] = field(default_factory=list)
     stats: dict[str, float] = field(default_factory=dict)
     reset_requested: bool = False
+    # Examples of an open mini-batch kept for the next batch (micro_batch only).
+    n_held: int = 0
 
     @classmethod
     def rejected_only(cls, rejected: list[Rejected]) -> BatchOutcome:
@@ -133,6 +138,30 @@ class Pipeline:
     Everything a checkpoint must save lives here, so ``get_state``/``set_state`` are the
     whole story of recovery. ``extra_state`` carries small JSON-able values that the job
     wants checkpointed with it (per-partition applied counts).
+
+    **Determinism.** The state after a stream is a function of the stream's events and
+    the settings alone: not of how the broker cut it into batches, not of restarts (a
+    checkpoint restores it exactly), not of the wall clock. Nothing happens "at the end of
+    a batch"; every state change happens at a point defined by the events:
+
+    1. the vocabularies admit and evict ids event by event, as event time passes;
+    2. a recycled row is reset right before the first example that may belong to its new
+       owner (the batch is split there when an earlier example of the batch touches it),
+       or with ``micro_batch`` at the start of that example's mini-batch;
+    3. drift reactions take effect when the count of learned examples crosses a multiple
+       of ``REACTION_CHUNK``, and a 'reset' continues from the reset point, a copy of the
+       model taken at such a boundary (``drift.reset_point_events``), never from what
+       happens to be published;
+    4. with the ``micro_batch`` strategy the mini-batches are cut by the stream (their
+       size, their event-time span, the boundaries above), and the examples of a
+       mini-batch that is still open at the end of a batch wait in the state for the
+       rest of it;
+    5. running sums add example after example, and the gate's window forgets a held-out
+       example exactly when its row changes owner.
+
+    What depends on the wall clock (when checkpoints and snapshots are written, the
+    decoder's lateness rule, scale-out merges) feeds nothing back into this state, except
+    that the decoder's rule decides which events are accepted at all.
     """
 
     def __init__(self, settings: Settings, learner: Learner | None = None) -> None:
@@ -158,6 +187,17 @@ class Pipeline:
         self._base_optimizer: Any = None
         # Detections since the last reaction boundary, applied when it is reached.
         self._pending_reactions: list[DriftDetection] = []
+        # Micro-batch: examples of the mini-batch still open, learned when it closes.
+        self._held: ExampleBatch | None = None
+        # Drift reaction "reset": the reset point (a copy of the model at a reaction
+        # boundary) and the rows recycled since, which the copy still holds for their
+        # previous owners. Kept only while some detector's reaction is "reset".
+        drift = settings.drift
+        self._keeps_reset_point = drift.enabled and "reset" in (
+            drift.adwin.reaction, drift.page_hinkley.reaction, drift.psi.reaction)
+        self._reset_point: ModelState | None = None
+        self._reset_point_at = 0
+        self._recycled_since_point = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self._fault_in(self.learner)
         # Scale-out: this shard's shared rows (None with one shard: nothing changes).
         self.shared: SharedParameters | None = None
@@ -179,6 +219,16 @@ class Pipeline:
         parts: dict[str, tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]] = {}
         if self.shared is not None:
             parts["scaleout"] = self.shared.get_state()
+        if self._held is not None:
+            parts["held"] = _batch_arrays(self._held, recycles=True)
+        if self._reset_point is not None:
+            point = self._reset_point
+            users, items = self._recycled_since_point
+            parts["reset_point"] = (
+                point.arrays | {"recycled_users": users, "recycled_items": items},
+                {"model_type": point.model_type, "config": point.config,
+                 "format_version": point.format_version, "counters": point.counters,
+                 "at": self._reset_point_at})
         return namespaced(
             parts | {
                 "learner": (model.arrays, {
@@ -233,6 +283,21 @@ class Pipeline:
         base = own.get("base_optimizer")
         self._base_optimizer = None if base is None else Optimizer.from_dict(base)
         self.extra_state = dict(own.get("extra", {}))
+        self._held = (_batch_from_arrays(split_namespaced(arrays, "held"), recycles=True)
+                      if "held" in meta else None)
+        self._reset_point, self._reset_point_at = None, 0
+        self._recycled_since_point = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if "reset_point" in meta:
+            point, point_arrays = meta["reset_point"], split_namespaced(arrays, "reset_point")
+            self._recycled_since_point = (
+                np.asarray(point_arrays.pop("recycled_users"), dtype=np.int64),
+                np.asarray(point_arrays.pop("recycled_items"), dtype=np.int64))
+            self._reset_point = ModelState(
+                model_type=point["model_type"], config=point["config"], arrays=point_arrays,
+                format_version=point["format_version"], counters=point["counters"])
+            self._reset_point_at = int(point["at"])
+        if not self._keeps_reset_point:  # no 'reset' reaction any more: no use for it
+            self._reset_point = None
         if self.shared is not None:
             # The restored shared rows are the baseline: nothing in them is unsent learning
             # (the checkpoint cut a block of everything before it).
@@ -264,9 +329,22 @@ class Pipeline:
                 partitions: npt.NDArray[np.int64] | None = None) -> BatchOutcome:
         """Run one batch of raw message values through every stage.
 
-        ``now_ms`` (the wall clock by default) only bounds how far in the future an event
-        may be; lateness is judged against the stream's own watermarks, per partition
-        (``partitions``: each message's, ``None`` for one partition), kept here.
+        Steps:
+
+        1. decode: ``now_ms`` (the wall clock by default) only bounds how far in the future
+           an event may be; lateness is judged against the stream's own watermarks, per
+           partition (``partitions``: each message's, ``None`` for one partition), kept
+           here;
+        2. preprocess: dedup, vocabularies (admission, eviction, recycling), features,
+           labels, the hold-out flag;
+        3. queue the training examples behind those of a mini-batch still open;
+        4. learn the part of the queue that can be learned now, in segments cut at every
+           multiple of ``REACTION_CHUNK`` learned examples and wherever a recycled row
+           must be reset between two examples: per segment, reset the rows recycled in
+           it, score then learn, feed the evaluator and the drift detectors, and at a
+           reaction boundary apply the reactions (and maybe take a reset point);
+        5. keep the rest of the queue (an open mini-batch) for the next batch;
+        6. hand the held-out examples to the gate's window.
         """
         if now_ms is None:
             now_ms = int(time.time() * 1000)
@@ -278,25 +356,22 @@ class Pipeline:
         examples = pre.examples
 
         started = time.perf_counter()
-        if len(examples.recycled_users) or len(examples.recycled_items):
-            if self.shared is not None:
-                self.shared.track(examples.recycled_items)
-            self.learner.reset_rows(examples.recycled_users, examples.recycled_items)
-            if self.shared is not None:
-                self.shared.reset_items(examples.recycled_items)
         holdout_mask = examples.holdout
         n_holdout = int(holdout_mask.sum())
+        # select() moves each reset to the first training example at or after it.
         train = examples.select(~holdout_mask) if n_holdout else examples
-        # Drift reactions take effect only when the number of examples learned since the
-        # start crosses a multiple of REACTION_CHUNK, so the batch is cut there: then the
-        # model is a function of the events alone, however Kafka polls happen to split
-        # them (recovery replays from a checkpoint with other batch boundaries).
+        queue = train if self._held is None else _concat_with_recycles(self._held, train)
+        segments, n_learn = self._plan(queue)
         parts_loss: list[npt.NDArray[np.float64]] = []
         detections: list[DriftDetection] = []
         skipped = 0
         reset = False
-        for lo, hi in _aligned_chunks(self.examples_trained, len(train), REACTION_CHUNK):
-            chunk = train.slice(lo, hi) if (lo, hi) != (0, len(train)) else train
+        for lo, hi, users, items in segments:
+            if len(users) or len(items):
+                self._reset_rows(users, items)
+            if hi == lo:
+                continue
+            chunk = queue.slice(lo, hi) if (lo, hi) != (0, len(queue)) else queue
             if self.evaluator.task == "ranking":
                 self._rank_positives(chunk)
             if self.shared is not None:
@@ -308,10 +383,14 @@ class Pipeline:
             self.examples_trained += len(chunk)
             self._pending_reactions.extend(chunk_detections)
             if self.examples_trained % REACTION_CHUNK == 0:
+                quiet = not self._pending_reactions
                 reset = self._react(self._pending_reactions, REACTION_CHUNK) or reset
+                self._maybe_take_reset_point(quiet=quiet)
                 self._pending_reactions = []
             parts_loss.append(chunk_losses)
             detections.extend(chunk_detections)
+        self._held = queue.slice(n_learn, len(queue)) if n_learn < len(queue) else None
+        learned = queue.slice(0, n_learn) if n_learn < len(queue) else queue
         learn_seconds = time.perf_counter() - started
         if n_holdout or len(examples.recycled_users) or len(examples.recycled_items):
             self.gate.observe(examples)  # keeps only the held-out rows
@@ -322,16 +401,160 @@ class Pipeline:
             rejected=rejected,
             n_accepted=len(values) - len(rejected),
             n_examples=len(examples),
-            n_trained=len(train),
+            n_trained=n_learn,
             n_holdout=n_holdout,
             n_skipped_nonfinite=skipped,
             losses=losses,
-            event_ts_ms=train.ts_ms,
+            event_ts_ms=learned.ts_ms,
             learn_seconds=learn_seconds,
             drift=list(detections),
             stats=dict(pre.stats),
             reset_requested=reset,
+            n_held=len(queue) - n_learn,
         )
+
+    def _plan(self, queue: ExampleBatch
+              ) -> tuple[list[tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+                         int]:
+        """How to learn ``queue`` now: segments ``(lo, hi, users, items)`` (reset those
+        rows, then learn ``[lo, hi)``), and how many examples that learns.
+
+        Segments are cut where the count of learned examples crosses a multiple of
+        ``REACTION_CHUNK``, and for the resets of recycled rows:
+
+        * per event, where a row is recycled after an example of the same segment used
+          it for its previous owner. Any other reset is done at the start of its segment:
+          nothing between there and its own position reads the row, so that is the same
+          as doing it at its position. The ranking task reads item rows that are not its
+          examples' (sampled negatives, the metric's candidates): there every item reset
+          cuts;
+        * with ``micro_batch``, at the start of the mini-batch that holds the reset: a
+          mini-batch is scored with the parameters from before it and stepped at its end,
+          so that is where a new owner's row can start afresh. Mini-batches are cut by
+          the stream (size, event-time span, the boundaries above) and so are these cuts.
+          The learned part ends where the last closed mini-batch ends; the rest, and the
+          resets inside it, wait for the next batch.
+        """
+        n = len(queue)
+        first = (-self.examples_trained) % REACTION_CHUNK
+        starts = [0, *range(first if first else REACTION_CHUNK, n, REACTION_CHUNK)]
+        strategy = getattr(self.learner, "strategy", None)
+        micro = isinstance(strategy, MicroBatch)
+        if micro:
+            assert isinstance(strategy, MicroBatch)
+            # Mini-batches start afresh at every boundary (the learner is called there).
+            batch_starts = sorted(
+                lo + int(b) for lo, hi in itertools.pairwise([*starts, n])
+                for b in strategy.bounds(queue.ts_ms[lo:hi])[:-1])
+        users, users_at, items, items_at = queue.recycles()
+        any_item = self.evaluator.task == "ranking"
+        resets = sorted(  # (position, side, row, previous use of the row, always cut)
+            [(a, 0, r, p, False) for r, a, p in zip(
+                users.tolist(), users_at.tolist(),
+                _previous_use(queue.user, users, users_at).tolist(), strict=True)]
+            + [(a, 1, r, p, any_item) for r, a, p in zip(
+                items.tolist(), items_at.tolist(),
+                _previous_use(queue.item, items, items_at).tolist(), strict=True)])
+        placed: list[tuple[int, int, int, int]] = []  # (segment start, side, row, position)
+        for at, side, row, previous, always in resets:
+            if at >= n:  # after the last example: it happens after it anyway
+                placed.append((n, side, row, at))
+                continue
+            start = starts[bisect.bisect_right(starts, at) - 1]
+            if micro:
+                cut = batch_starts[bisect.bisect_right(batch_starts, at) - 1]
+            else:
+                cut = at if always or previous >= start else start
+            if cut > start:
+                bisect.insort(starts, cut)
+            placed.append((max(start, cut), side, row, at))
+        bounds = [*starts, n]
+        n_learn = self._closed(queue, bounds)
+        segments = [(lo, min(hi, n_learn)) for lo, hi in itertools.pairwise(bounds)
+                    if lo < n_learn]
+        if n_learn == n:
+            segments.append((n, n))  # resets placed after the last example
+        # Paranoid: the segments tile [0, n_learn) in order.
+        assert not segments or segments[0][0] == 0, segments
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(segments)), segments
+        assert not segments or segments[-1][1] == n_learn, (segments, n_learn)
+        # Resets at or past n_learn stay with the open mini-batch (queue.slice keeps them).
+        out = []
+        for lo, hi in segments:
+            mine = [(side, row) for start, side, row, at in placed
+                    if start == lo and (at < n_learn or n_learn == n)]
+            out.append((lo, hi,
+                        np.asarray([r for side, r in mine if side == 0], dtype=np.int64),
+                        np.asarray([r for side, r in mine if side == 1], dtype=np.int64)))
+        return out, n_learn
+
+    def _closed(self, queue: ExampleBatch, bounds: list[int]) -> int:
+        """How many examples of ``queue`` can be learned now: all of them, except with
+        ``micro_batch`` the last mini-batch while it may still grow (fewer than ``size``
+        examples and not ended by a reaction boundary; its event-time span is only known
+        to be over when a later example arrives)."""
+        strategy = getattr(self.learner, "strategy", None)
+        n = len(queue)
+        if not isinstance(strategy, MicroBatch) or n == 0:
+            return n
+        lo = bounds[-2]  # the learner starts mini-batches afresh at every segment
+        last = lo + int(strategy.bounds(queue.ts_ms[lo:])[-2])  # the last one starts here
+        if n - last >= strategy.size or (self.examples_trained + n) % REACTION_CHUNK == 0:
+            return n
+        return last
+
+    def _reset_rows(self, users: npt.NDArray[np.int64], items: npt.NDArray[np.int64]) -> None:
+        """Reinitialise recycled rows now (their new owner's first example is next)."""
+        if self.shared is not None:
+            self.shared.track(items)
+        self.learner.reset_rows(users, items)
+        if self.shared is not None:
+            self.shared.reset_items(items)
+        if self._reset_point is not None:
+            # The reset point still holds these rows for their previous owners.
+            since_u, since_i = self._recycled_since_point
+            self._recycled_since_point = (np.union1d(since_u, users),
+                                          np.union1d(since_i, items))
+
+    def _maybe_take_reset_point(self, *, quiet: bool) -> None:
+        """At a reaction boundary: copy the model as the reset point once a multiple of
+        ``drift.reset_point_events`` has been crossed since the last copy, at the first
+        boundary with no detection since the one before (a copy taken while a drift is
+        being detected would already hold it) and a finite model."""
+        if not self._keeps_reset_point:
+            return
+        every = self.settings.drift.reset_point_events
+        now = self.examples_trained
+        due = self._reset_point is None or now // every > self._reset_point_at // every
+        if not due or not quiet or not self.learner.is_finite():
+            return
+        point = self.learner.get_state()
+        if self._base_optimizer is not None:
+            # Taken while an 'adapt' boost runs: the copy learns at the base rate.
+            point.config = {**point.config, "optimizer": self._base_optimizer.to_dict()}
+        self._reset_point, self._reset_point_at = point, now
+        self._recycled_since_point = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def _reset_to_point(self) -> bool:
+        """Drift reaction 'reset': continue from the reset point; False if there is none."""
+        point = self._reset_point
+        if point is None:
+            log.warning("drift reset requested but no reset point was taken yet")
+            return False
+        learner = learner_from_state(ModelState(
+            model_type=point.model_type, config=point.config,
+            arrays={k: v.copy() for k, v in point.arrays.items()},
+            format_version=point.format_version, counters=dict(point.counters)))
+        self.replace_learner(learner)
+        users, items = self._recycled_since_point
+        if len(users) or len(items):
+            # Those rows belong to other ids now: the copy's values are not theirs.
+            learner.reset_rows(users, items)
+            if self.shared is not None:
+                self.shared.reset_items(items)
+        log.warning("drift reset at example %d: continuing from the reset point taken at "
+                    "example %d", self.examples_trained, self._reset_point_at)
+        return True
 
     def _rank_positives(self, batch: ExampleBatch) -> None:
         """Sampled rank of each positive among random items, before the model learns it.
@@ -353,7 +576,8 @@ class Pipeline:
         self.evaluator.update_ranks(ranks)
 
     def _react(self, detections: Sequence[DriftDetection], n_learned: int) -> bool:
-        """Apply 'adapt' reactions here; report whether a 'reset' was asked for."""
+        """Apply the reactions of the detections since the last boundary: a 'reset'
+        first (it replaces the learner), then 'adapt'; True if a reset happened."""
         learner: Any = self.learner
         if self._adapt_remaining:
             self._adapt_remaining = max(0, self._adapt_remaining - n_learned)
@@ -363,10 +587,11 @@ class Pipeline:
                 log.info("drift adaptation over: learning rate back to %g",
                          learner.optimizer.learning_rate)
         reset = False
+        if any(d.reaction == "reset" for d in detections):
+            reset = self._reset_to_point()
+            learner = self.learner
         for d in detections:
-            if d.reaction == "reset":
-                reset = True
-            elif d.reaction == "adapt" and hasattr(learner, "optimizer"):
+            if d.reaction == "adapt" and hasattr(learner, "optimizer"):
                 base = self._base_optimizer or learner.optimizer
                 self._base_optimizer = base
                 learner.optimizer = replace(base, learning_rate=base.learning_rate * d.lr_factor)
@@ -397,19 +622,59 @@ def _aligned_chunks(position: int, n: int, size: int) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
 
 
+def _previous_use(col: npt.NDArray[np.int64], rows: npt.NDArray[np.int64],
+                  at: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """For each reset of ``rows[k]`` before example ``at[k]``: the last position before
+    ``at[k]`` whose example uses that row (``col``), or -1."""
+    out = np.full(len(rows), -1, dtype=np.int64)
+    if not len(rows) or not len(col):
+        return out
+    used = np.flatnonzero(np.isin(col, rows))
+    if not len(used):
+        return out
+    stride = np.int64(len(col) + 1)
+    keys = np.sort(col[used] * stride + used)  # by row, then position
+    k = np.searchsorted(keys, rows * stride + at) - 1
+    found = (k >= 0) & (keys[np.maximum(k, 0)] // stride == rows)
+    out[found] = keys[k[found]] % stride
+    return out
+
+
+def _concat_with_recycles(first: ExampleBatch, second: ExampleBatch) -> ExampleBatch:
+    """``first`` then ``second`` as one batch, with both batches' resets in place."""
+    out = concat([first, second])
+    fu, fua, fi, fia = first.recycles()
+    su, sua, si, sia = second.recycles()
+    out.recycled_users = np.concatenate([fu, su])
+    out.recycled_users_at = np.concatenate([fua, sua + len(first)])
+    out.recycled_items = np.concatenate([fi, si])
+    out.recycled_items_at = np.concatenate([fia, sia + len(first)])
+    return out
+
+
 _BATCH_FIELDS = ("user", "item", "y", "weight", "ts_ms", "feat_indptr", "feat_idx", "feat_val")
+_RECYCLE_FIELDS = ("recycled_users", "recycled_users_at", "recycled_items",
+                   "recycled_items_at")
 
 
-def _batch_arrays(batch: ExampleBatch) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
-    """An example batch as arrays (for the gate's hold-out window in checkpoints)."""
-    return {name: np.ascontiguousarray(getattr(batch, name)) for name in _BATCH_FIELDS}, {
-        "n": len(batch)
-    }
+def _batch_arrays(batch: ExampleBatch, recycles: bool = False
+                  ) -> tuple[dict[str, npt.NDArray[Any]], dict[str, Any]]:
+    """An example batch as arrays (the gate's hold-out window, an open mini-batch)."""
+    arrays = {name: np.ascontiguousarray(getattr(batch, name)) for name in _BATCH_FIELDS}
+    if recycles:
+        arrays |= dict(zip(_RECYCLE_FIELDS, map(np.ascontiguousarray, batch.recycles()),
+                           strict=True))
+    return arrays, {"n": len(batch)}
 
 
-def _batch_from_arrays(arrays: dict[str, npt.NDArray[Any]]) -> ExampleBatch | None:
+def _batch_from_arrays(arrays: dict[str, npt.NDArray[Any]], recycles: bool = False
+                       ) -> ExampleBatch | None:
     if not arrays or len(arrays["user"]) == 0:
         return None
     batch = ExampleBatch(**{name: arrays[name] for name in _BATCH_FIELDS})
-    batch.holdout = np.ones(len(batch), dtype=np.bool_)
+    if recycles:
+        for name in _RECYCLE_FIELDS:
+            setattr(batch, name, np.asarray(arrays[name], dtype=np.int64))
+    else:
+        batch.holdout = np.ones(len(batch), dtype=np.bool_)
     return batch

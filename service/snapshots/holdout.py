@@ -68,6 +68,19 @@ def concat(batches: list[ExampleBatch]) -> ExampleBatch:
     )
 
 
+def _recycled_after(col: IntArray, pos: IntArray, recycled: IntArray, at: IntArray
+                    ) -> npt.NDArray[np.bool_]:
+    """Whether the row ``col[j]`` of the example at position ``pos[j]`` changes owner at a
+    later position (a reset at ``at`` comes before the example at ``at``)."""
+    if not len(recycled) or not len(col):
+        return np.zeros(len(col), dtype=np.bool_)
+    rows, inverse = np.unique(recycled, return_inverse=True)
+    last = np.full(len(rows), -1, dtype=np.int64)
+    np.maximum.at(last, inverse, at)
+    k = np.minimum(np.searchsorted(rows, col), len(rows) - 1)
+    return (rows[k] == col) & (last[k] > pos)  # type: ignore[no-any-return]
+
+
 class HoldoutWindow:
     """The latest ``capacity`` held-out examples.
 
@@ -91,14 +104,22 @@ class HoldoutWindow:
     def add(self, batch: ExampleBatch) -> int:
         """Keep the rows of ``batch`` marked ``holdout``; return how many were added.
 
-        Rows whose user or item the vocabulary recycled in this batch are dropped from the
-        window: they now mean a different id, and scoring them would be noise.
+        Rows whose user or item the vocabulary recycled after them are dropped: they now
+        mean a different id, and scoring them would be noise. That is every row already
+        in the window whose row was recycled in this batch, and every row of this batch
+        whose row was recycled later in the batch (``recycled_*_at`` tell where), so the
+        window is the same however the stream was cut into batches.
         """
-        if len(batch.recycled_users) or len(batch.recycled_items):
-            self._forget(batch.recycled_users, batch.recycled_items)
+        users, users_at, items, items_at = batch.recycles()
+        if len(users) or len(items):
+            self._forget(users, items)
         if not len(batch):
             return 0
         rows = np.flatnonzero(batch.holdout)
+        if len(users) or len(items):
+            stale = (_recycled_after(batch.user[rows], rows, users, users_at)
+                     | _recycled_after(batch.item[rows], rows, items, items_at))
+            rows = rows[~stale]
         if len(rows) == 0:
             return 0
         if len(rows) > self.capacity:
