@@ -133,7 +133,7 @@ def run_data(table: Interactions, contenders: list[str], overrides: dict[str, An
         elif name in VW:
             run = run_vw(VW[name], table, others)
         else:
-            run = run_popularity(table, others)
+            run = run_popularity(table, others, batch=batch_size)
         runs.append(run)
         print(f"   {name}: {len(run):,} examples, {run.cpu_seconds:.1f} CPU s", flush=True)
     eval_window = window or base.learner.eval_window

@@ -24,11 +24,12 @@ Example
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from service.config import Settings
@@ -105,10 +106,36 @@ def parse_overrides(values: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def check_names(overrides: dict[str, Any], model: type[BaseModel] = Settings,
+                prefix: str = "") -> None:
+    """Refuse a setting name that does not exist, suggesting the closest one.
+
+    The nested sections (``learner``, ``drift.adwin``...) ignore unknown keys, so a typo
+    such as ``learner.n_factor`` would otherwise run with the default, silently.
+
+    >>> check_names({"learner": {"n_factor": 3}})
+    Traceback (most recent call last):
+    ...
+    ValueError: --settings: no setting learner.n_factor (did you mean learner.n_factors?)
+    """
+    for key, value in overrides.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else (
+                f"; {prefix.rstrip('.') or 'the top level'} has "
+                f"{', '.join(model.model_fields)}")
+            raise ValueError(f"--settings: no setting {prefix}{key}{hint}")
+        sub = field.annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            check_names(value, sub, f"{prefix}{key}.")
+
+
 def bench_settings(kind: str, overrides: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None) -> Settings:
     """The settings of a run on data of ``kind``: defaults, the kind's model, overrides,
     then ``extra`` (what a contender fixes, e.g. its update strategy)."""
+    check_names(overrides or {})
     merged = merge(merge(KIND_DEFAULTS[kind], overrides or {}), extra or {})
     try:
         return BenchSettings(**merged)

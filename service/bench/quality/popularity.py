@@ -5,7 +5,8 @@ implicit data freshrec's BPR is compared with this: an item's score is how many
 engagements it has had so far. It is evaluated like freshrec's pipeline evaluates BPR
 (:func:`service.evaluation.sampled_ranks`): each positive is ranked among 100 items drawn
 uniformly from the items seen so far, ties counted against it, with the counts as they
-were before the batch of ``batch`` examples it belongs to was learned. freshrec draws its
+were before the batch of ``batch`` examples it belongs to was learned (the bench passes its
+``--batch``, as freshrec's model also ranks a batch before learning it). freshrec draws its
 candidates from the item rows it has admitted, so the candidate sets are alike, not equal.
 
 Example
