@@ -11,7 +11,8 @@ import argparse
 import importlib
 from typing import Any
 
-_BENCHMARKS = ("learners", "strategies", "decode", "checkpoint", "drift", "e2e", "soak")
+_BENCHMARKS = ("learners", "strategies", "decode", "checkpoint", "drift", "e2e", "soak",
+               "quality")
 _DESCRIPTION = (
     "Benchmarks print a table of figures and save a plot under --out. They are not "
     "pass/fail tests: compare the ratios measured in the same run."

@@ -30,11 +30,15 @@ import numpy as np
 import numpy.typing as npt
 
 from service.learners.hashing import hash_array
+from service.readers.interactions import Interactions
 
 IntArray = npt.NDArray[np.int64]
 N_INT = 13
 N_CAT = 26
 FIELD_OFFSET = 16  # keeps Criteo columns clear of the learners' bias/user/item fields
+# Criteo has no timestamps: rows are given event times this far apart, in file order.
+CRITEO_STEP_MS = 1000
+CRITEO_START_MS = 1_400_000_000_000  # 2014-05-13, around when the data set was logged
 
 
 @dataclass(slots=True)
@@ -66,9 +70,7 @@ def _cat_tokens(col: list[str]) -> tuple[IntArray, npt.NDArray[np.bool_]]:
     return token, token >= 0
 
 
-def read_criteo(path: str | Path, feature_bits: int = 20, limit: int | None = None
-                ) -> ClickTable:
-    """Read up to ``limit`` lines of a Criteo-style TSV into hashed features."""
+def _read_lines(path: str | Path, limit: int | None) -> list[list[str]]:
     rows: list[list[str]] = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh):
@@ -83,6 +85,13 @@ def read_criteo(path: str | Path, feature_bits: int = 20, limit: int | None = No
             rows.append(parts)
     if not rows:
         raise ValueError(f"{path} has no lines")
+    return rows
+
+
+def read_criteo(path: str | Path, feature_bits: int = 20, limit: int | None = None
+                ) -> ClickTable:
+    """Read up to ``limit`` lines of a Criteo-style TSV into hashed features."""
+    rows = _read_lines(path, limit)
     cols = list(zip(*rows, strict=True))
     try:
         label = np.array([float(c) for c in cols[0]], dtype=np.float32)
@@ -105,3 +114,60 @@ def read_criteo(path: str | Path, feature_bits: int = 20, limit: int | None = No
     return ClickTable(label=label, feat_indptr=indptr, feat_idx=feat_idx,
                       feat_val=np.ones(len(feat_idx), dtype=np.float32),
                       feature_bits=feature_bits)
+
+
+def read_criteo_rows(path: str | Path, limit: int | None = None,
+                     step_ms: int = CRITEO_STEP_MS) -> Interactions:
+    """A Criteo TSV as click :class:`~service.readers.interactions.Interactions`, for
+    replaying through the pipeline.
+
+    Criteo publishes neither timestamps nor user or item ids, so:
+
+    * rows keep their file order (the order they were logged in) and get event times
+      ``step_ms`` apart (``synthetic_time`` is set);
+    * each row is its own user (``"r<line>"``), so an impression and its click pair up and
+      no two rows merge as repeated impressions; the item is one constant, ``"criteo"``;
+    * integer column ``I<j>`` is sent as the token of its log-square bucket
+      (``"b<floor(ln(v)^2)>"`` for ``v > 2``, else ``"v<v>"``: the encoding of the
+      competition's winning solution, the same tokens as :func:`read_criteo` hashes), and
+      categorical column ``C<j>`` as its hex string; an empty cell is a missing feature.
+
+    The event contract allows 16 entries per map, so the 39 columns are spread over the
+    three maps: ``I1``-``I13`` in ``user_features``, ``C1``-``C16`` in ``context``,
+    ``C17``-``C26`` in ``item_features``. The maps only namespace the hashes.
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.txt")
+    >>> line = "\\t".join(["1", "5", ""] + ["0"] * 11 + ["68fd1e64", ""] + ["a"] * 24)
+    >>> _ = open(path, "w").write(line + "\\n" + line.replace("1", "0", 1) + "\\n")
+    >>> t = read_criteo_rows(path)
+    >>> t.label.tolist(), t.features["user_features"]["I1"].tolist(), t.ts_ms[1] - t.ts_ms[0]
+    ([1.0, 0.0], ['b2', 'b2'], np.int64(1000))
+    >>> t.features["context"]["C2"].tolist()  # empty cells are missing
+    [None, None]
+    """
+    rows = _read_lines(path, limit)
+    cols = list(zip(*rows, strict=True))
+    n = len(rows)
+    try:
+        label = np.array([float(c) for c in cols[0]], dtype=np.float32)
+        ints = [_int_strings(list(cols[1 + j])) for j in range(N_INT)]
+    except ValueError as exc:
+        raise ValueError(f"{path}: the label and integer columns must hold integers ({exc})"
+                         ) from exc
+    cats = [[c or None for c in cols[1 + N_INT + j]] for j in range(N_CAT)]
+    features = {
+        "user_features": {f"I{j + 1}": ints[j] for j in range(N_INT)},
+        "context": {f"C{j + 1}": cats[j] for j in range(16)},
+        "item_features": {f"C{j + 1}": cats[j] for j in range(16, N_CAT)},
+    }
+    return Interactions.build(
+        "clicks", user=[f"r{k}" for k in range(n)], item=["criteo"] * n,
+        ts_ms=CRITEO_START_MS + step_ms * np.arange(n, dtype=np.int64), label=label,
+        features=features, name=Path(path).name, synthetic_time=True)
+
+
+def _int_strings(col: list[str]) -> list[str | None]:
+    token, present = _int_tokens(col)
+    return [(f"b{t - 1000}" if t >= 1000 else f"v{t}") if p else None
+            for t, p in zip(token.tolist(), present.tolist(), strict=True)]

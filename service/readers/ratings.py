@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from service.readers.interactions import Interactions
+
 IntArray = npt.NDArray[np.int64]
 
 
@@ -122,3 +124,20 @@ def read_ratings(path: str | Path, sep: str | None = None, limit: int | None = N
         user, item, rating, ts_ms = user[order], item[order], rating[order], ts_ms[order]
     return RatingsTable(user=user, item=item, rating=rating, ts_ms=ts_ms, user_ids=user_ids,
                         item_ids=item_ids)
+
+
+def read_movielens(path: str | Path, limit: int | None = None) -> Interactions:
+    """A MovieLens ratings file as :class:`~service.readers.interactions.Interactions`:
+    the original ids as strings, in time order (ties in file order).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "ratings.csv")
+    >>> _ = open(path, "w").write("userId,movieId,rating,timestamp\\n1,31,2.5,1260759144\\n"
+    ...                           "1,1029,3.0,1260759179\\n")
+    >>> t = read_movielens(path)
+    >>> t.user.tolist(), t.item.tolist(), t.value.tolist(), t.ts_ms[0]
+    (['1', '1'], ['31', '1029'], [2.5, 3.0], np.int64(1260759144000))
+    """
+    t = read_ratings(path, limit=limit)
+    return Interactions.build("ratings", user=t.user_ids[t.user], item=t.item_ids[t.item],
+                              ts_ms=t.ts_ms, value=t.rating, name=Path(path).name)
