@@ -136,6 +136,7 @@ def _detect(
     min_window_length: float,
     grace_period: float,
     only_increases: bool,
+    min_rise: float,
 ) -> bool:
     """Shrink the window at every significant cut; True if a cut is to be reported."""
     reported = False
@@ -178,7 +179,12 @@ def _detect(
                         if abs(delta_mean) > epsilon:
                             reduce_width = True
                             # delta_mean is older minus newer: negative when it went up.
-                            if not only_increases or delta_mean < 0.0:
+                            # A cut is reported only when the change is also large next
+                            # to the older mean (min_rise): a real stream's loss drifts by
+                            # a few percent as new users arrive, which is significant on
+                            # 100k events and not worth anyone's attention.
+                            large = abs(delta_mean) >= min_rise * abs(u0 / n0)
+                            if large and (not only_increases or delta_mean < 0.0):
                                 reported = True
                             if fs[_F_WIDTH] > 0.0:
                                 _delete_oldest(totals, variances, counts, fs, st)
@@ -205,6 +211,7 @@ def _adwin_update(
     min_window_length: float,
     grace_period: float,
     only_increases: bool,
+    min_rise: float,
 ) -> tuple[IntArray, FloatArray]:
     out = np.empty(len(values), dtype=np.int64)
     stats = np.empty(len(values), dtype=np.float64)
@@ -216,7 +223,7 @@ def _adwin_update(
         _insert(values[i], totals, variances, counts, fs, st, max_buckets)
         if _detect(
             totals, variances, counts, fs, st, delta, clock, min_window_length, grace_period,
-            only_increases,
+            only_increases, min_rise,
         ):
             st[_I_PENDING_RESET] = 1
             out[n_out] = i
@@ -256,6 +263,10 @@ class ADWIN:
         No change is reported before the window holds more than this many values.
     direction
         ``"up"`` reports only rises of the mean (for losses); ``"both"`` reports any change.
+    min_rise
+        Smallest change worth reporting, relative to the older sub-window's mean (0.25: a
+        quarter). Cuts below it still shrink the window, as ADWIN does, but are not
+        reported; 0 reports every significant cut (River's behaviour).
 
     Example
     -------
@@ -287,6 +298,7 @@ class ADWIN:
         min_window_length: int = 5,
         grace_period: int = 10,
         direction: str = "up",
+        min_rise: float = 0.0,
     ) -> None:
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta}; 0.002 is the usual value.")
@@ -300,7 +312,10 @@ class ADWIN:
             raise ValueError(f"grace_period must be >= 0, got {grace_period}.")
         if direction not in ("up", "both"):
             raise ValueError(f"direction must be 'up' or 'both', got {direction!r}.")
+        if not (min_rise >= 0.0 and math.isfinite(min_rise)):
+            raise ValueError(f"min_rise must be a non-negative number, got {min_rise}.")
         self.direction = direction
+        self.min_rise = float(min_rise)
         self.delta = float(delta)
         self.clock = int(clock)
         self.max_buckets = int(max_buckets)
@@ -336,6 +351,7 @@ class ADWIN:
             float(self.min_window_length),
             float(self.grace_period),
             self.direction == "up",
+            self.min_rise,
         )
         self.n_detections += len(hits)
         self.last_statistics = stats

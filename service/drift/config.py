@@ -29,6 +29,11 @@ class AdwinConfig(BaseModel):
     max_buckets: int = Field(5, ge=2, description="Bucket summaries of each size kept.")
     min_window_length: int = Field(5, ge=1, description="Smallest sub-window, in events.")
     grace_period: int = Field(10, ge=0, description="Events before the first check.")
+    min_rise: float = Field(
+        0.0, ge=0,
+        description="Smallest rise of the mean loss worth reporting, relative to the older "
+        "window's mean (0.25: a quarter); smaller significant changes only shrink the window.",
+    )
     reaction: Reaction = Field("adapt", description=_REACTION_HELP)
 
 

@@ -80,7 +80,8 @@ class DriftMonitor:
             if cfg.adwin.enabled:
                 a = cfg.adwin
                 self._detectors[("adwin", "loss")] = ADWIN(
-                    a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period
+                    a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period,
+                    min_rise=a.min_rise,
                 )
             if cfg.page_hinkley.enabled:
                 p = cfg.page_hinkley
