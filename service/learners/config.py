@@ -73,9 +73,9 @@ class LearnerConfig(BaseModel):
         default=20_000, ge=1, description="window_retrain retrains after this many examples."
     )
     retrain_epochs: int = Field(default=2, ge=1, description="Passes over the window per retrain.")
-    ftrl_alpha: float = Field(default=0.05, gt=0, description="FTRL alpha (per-coordinate rate).")
+    ftrl_alpha: float = Field(default=0.1, gt=0, description="FTRL alpha (per-coordinate rate).")
     ftrl_beta: float = Field(default=1.0, ge=0, description="FTRL beta.")
-    ftrl_l1: float = Field(default=1.0, ge=0, description="FTRL L1.")
+    ftrl_l1: float = Field(default=0.1, ge=0, description="FTRL L1.")
     ftrl_l2: float = Field(default=1.0, ge=0, description="FTRL L2.")
     eval_window: int = Field(
         default=10_000, ge=1, description="Window of the windowed progressive metrics."

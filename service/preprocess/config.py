@@ -147,8 +147,12 @@ class PreprocessConfig(BaseModel):
         "(160 + 8 * max_pending_features) bytes each.",
     )
     max_pending_features: int = Field(
-        default=16, ge=0, le=256,
-        description="Side features kept per pending impression (or click waiting for one)."
+        # 64: every feature of the public click sets (Criteo's 39 columns plus the ids'
+        # crosses, Avazu's 21); at 16 a pending impression lost most of them, and log loss
+        # on Criteo was 0.503 instead of 0.475 (freshrec bench quality).
+        default=64, ge=0, le=256,
+        description="Side features kept per pending impression (or click waiting for one); "
+        "an impression with more is learned from its first this many."
     )
     holdout_fraction: float = Field(
         default=0.02, ge=0.0, le=0.5,

@@ -593,12 +593,16 @@ class Labeler:
         return arrays, meta
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        if (meta.get("capacity"), meta.get("max_features")) != (self.capacity,
-                                                                 self.max_features):
+        # Entries are saved packed (each with its own feature count), so a state saved with
+        # fewer features per entry fits a wider ring as it is: raising
+        # max_pending_features (its default went from 16 to 64) keeps checkpoints usable.
+        saved_features = int(meta.get("max_features", -1))
+        if meta.get("capacity") != self.capacity or not 0 <= saved_features <= self.max_features:
             raise ValueError(
                 f"pending-impression state is for max_pending={meta.get('capacity')} and "
                 f"max_pending_features={meta.get('max_features')}; this one has "
-                f"{self.capacity} and {self.max_features}: restore with the same settings"
+                f"{self.capacity} and {self.max_features}: restore with the same max_pending "
+                "and at least as many max_pending_features"
             )
         if "m_cts" not in arrays:
             arrays = _from_format_2(arrays)

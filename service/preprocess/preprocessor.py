@@ -46,8 +46,7 @@ _HOLDOUT_SCALE = float(1 << 53)
 _FINGERPRINT_FIELDS = (
     "dedup_window_events", "user_capacity", "item_capacity", "user_encoding", "item_encoding",
     "user_hash_bits", "item_hash_bits", "feature_bits", "hash_seed", "task", "max_pending",
-    "max_pending_features",
-)
+)  # (max_pending_features may grow: the labeler checks it)
 
 
 @dataclass(slots=True)

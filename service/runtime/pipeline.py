@@ -189,6 +189,7 @@ class Pipeline:
         self._pending_reactions: list[DriftDetection] = []
         # Micro-batch: examples of the mini-batch still open, learned when it closes.
         self._held: ExampleBatch | None = None
+        self._finishing = False  # finish(): the open mini-batch is learned as it is
         # Drift reaction "reset": the reset point (a copy of the model at a reaction
         # boundary) and the rows recycled since, which the copy still holds for their
         # previous owners. Kept only while some detector's reaction is "reset".
@@ -413,6 +414,19 @@ class Pipeline:
             n_held=len(queue) - n_learn,
         )
 
+    def finish(self) -> BatchOutcome:
+        """The stream has ended: learn the mini-batch still open, as it is.
+
+        For replays of a finite data set (benchmarks). The service never calls it: a live
+        stream has no end, and learning a mini-batch before it is closed would make the
+        model depend on where a run happened to stop.
+        """
+        self._finishing = True
+        try:
+            return self.process([])
+        finally:
+            self._finishing = False
+
     def _plan(self, queue: ExampleBatch
               ) -> tuple[list[tuple[int, int, npt.NDArray[np.int64], npt.NDArray[np.int64]]],
                          int]:
@@ -495,7 +509,7 @@ class Pipeline:
         to be over when a later example arrives)."""
         strategy = getattr(self.learner, "strategy", None)
         n = len(queue)
-        if not isinstance(strategy, MicroBatch) or n == 0:
+        if not isinstance(strategy, MicroBatch) or n == 0 or self._finishing:
             return n
         lo = bounds[-2]  # the learner starts mini-batches afresh at every segment
         last = lo + int(strategy.bounds(queue.ts_ms[lo:])[-2])  # the last one starts here

@@ -91,9 +91,14 @@ def test_every_contender_learns_freshrecs_examples_in_its_order(make) -> None:
     others = [r for r in rep.runs if r.library in ("river", "vw")]
     assert len(others) >= 4
     for run in rep.runs:
+        assert np.isfinite(rep.scores[run.name].value), run.name
+        if run.name == "freshrec-micro-batch":
+            # Its last mini-batch is still open when the stream ends (it waits for more
+            # examples in the pipeline's state): at most one mini-batch fewer.
+            assert len(freshrec) - 256 <= len(run) <= len(freshrec), run.name
+            continue
         assert len(run) == len(freshrec), run.name
         assert np.array_equal(run.y, freshrec.y), run.name  # same labels, same order
-        assert np.isfinite(rep.scores[run.name].value), run.name
     # freshrec's figure is its pipeline evaluator's, and the shared scorer agrees with it.
     key = "rmse" if table.kind == "ratings" else "log_loss"
     assert rep.scores["freshrec-per-event"].value == pytest.approx(freshrec.evaluator[key])
@@ -105,12 +110,15 @@ def test_label_time_order_gives_the_others_the_same_examples_reordered() -> None
     rep = run_data(table, contenders, {}, batch=5000, window=None, order="label-time")
     fresh, river = rep.runs
     assert sorted(fresh.y.tolist()) == sorted(river.y.tolist())
-    assert not np.array_equal(fresh.y, river.y)
-    # One batch: the pipeline learned all positives, then all negatives, and says so.
-    assert ExampleSequence(np.arange(len(fresh)), fresh.y.astype(np.float32),
+    # One batch of 300 rows: the pipeline emits each impression when its window closes,
+    # in impression order, whatever its label (the positives no longer come first, which
+    # gave the label away): its order has as many label runs as the rows' own.
+    runs = ExampleSequence(np.arange(len(fresh)), fresh.y.astype(np.float32),
                            np.ones(len(fresh), np.float32),
-                           np.zeros(len(fresh), np.int64)).label_runs() == 2
-    assert any("runs of one label" in note for note in rep.notes)
+                           np.zeros(len(fresh), np.int64)).label_runs()
+    expected = 1 + int(np.count_nonzero(np.diff(fresh.y)))
+    assert runs == expected > 10
+    assert not any("runs of one label" in note for note in rep.notes)
 
 
 def test_without_freshrec_the_rows_are_the_sequence() -> None:
@@ -128,7 +136,8 @@ def test_implicit_data_ranks_with_bpr_and_popularity() -> None:
         "implicit", user=[f"u{u}" for u in rng.integers(0, 40, n)],
         item=[f"i{i}" for i in rng.zipf(1.6, n) % 50], ts_ms=T0 + 1000 * np.arange(n),
         event_type=rng.choice(["click", "click", "purchase"], n))
-    rep = run_data(table, default_contenders(), {}, batch=200, window=None)
+    # Batches of 50 messages: the popularity ranker ranks from its second batch on.
+    rep = run_data(table, default_contenders(), {}, batch=50, window=None)
     assert [r.name for r in rep.runs] == ["freshrec-per-event", "freshrec-micro-batch",
                                          "popularity"]
     assert rep.task == "ranking"

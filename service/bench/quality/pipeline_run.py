@@ -44,7 +44,7 @@ from service.bench.quality.sequence import ExampleSequence
 from service.config import Settings
 from service.evaluation import ProgressiveEvaluator
 from service.readers.replay import Replay
-from service.runtime.pipeline import Pipeline
+from service.runtime.pipeline import Pipeline, combine_outcomes
 
 clock = time.process_time
 WARMUP_MESSAGES = 2000
@@ -165,9 +165,12 @@ def run_pipeline(name: str, replay: Replay, settings: Settings, batch_size: int,
         # Resolve the last impressions as a live stream's later traffic would.
         marker, at = replay.end_marker(settings.preprocess.attribution_window_ms + 1)
         batches.append(([marker], at))
-    for values, now in batches:
+    for k, (values, now) in enumerate(batches):
         started = clock()
         outcome = pipeline.process(values, now_ms=now)
+        if k == len(batches) - 1:  # the data set ends: its last mini-batch is learned too
+            outcome = combine_outcomes([(list(range(len(values))), outcome),
+                                        ([], pipeline.finish())], len(values))
         cpu += clock() - started
         for r in outcome.rejected:
             rejected[r.reason] += 1
