@@ -68,8 +68,8 @@ class DriftMonitor:
     >>> sorted({(d.detector, d.signal) for d in found})
     [('adwin', 'loss'), ('page_hinkley', 'loss')]
     >>> first = min(found, key=lambda d: d.at_event)
-    >>> 30_000 <= first.at_event < 30_200, first.reaction
-    (True, 'adapt')
+    >>> 30_000 <= first.at_event < 33_000, first.reaction
+    (True, 'alert')
     """
 
     def __init__(self, config: DriftConfig | None = None) -> None:

@@ -53,7 +53,10 @@ def make_settings(model: str, strategy: str) -> Settings:
             "feature_bits": 8, "holdout_fraction": 0.1,
         },  # type: ignore[arg-type]
         drift={
-            "adwin": {"reaction": "adapt", "clock": 8},
+            # River's sensitivity (the defaults need 5,000-event sub-windows): this short
+            # stream must make the detectors fire.
+            "adwin": {"reaction": "adapt", "clock": 8, "delta": 0.002, "min_window_length": 5,
+                      "grace_period": 10, "min_rise": 0.0},
             "page_hinkley": {"reaction": "reset", "threshold": 20.0, "min_instances": 50},
             "psi": {"reaction": "alert", "block_events": 200, "reference_blocks": 2,
                     "current_blocks": 1},

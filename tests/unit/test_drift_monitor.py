@@ -63,7 +63,13 @@ def test_stationary_stream_raises_nothing() -> None:
 
 def test_loss_shift_is_detected_at_the_right_event_with_the_configured_reaction() -> None:
     rng = np.random.default_rng(1)
-    monitor = DriftMonitor(_config())
+    # River's sensitivity and the adapt reaction (the defaults are slower and only alert:
+    # see the next test).
+    monitor = DriftMonitor(DriftConfig.model_validate({
+        **_config().model_dump(),
+        "adwin": {"delta": 0.002, "min_window_length": 5, "grace_period": 10,
+                  "min_rise": 0.0, "reaction": "adapt"},
+        "page_hinkley": {"threshold": 100.0}}))
     assert _run(monitor, rng, 6) == []
     found = _run(monitor, rng, 2, loss_shift=1.0)
     loss = [d for d in found if d.signal == "loss"]
@@ -77,6 +83,17 @@ def test_loss_shift_is_detected_at_the_right_event_with_the_configured_reaction(
     ph = next(d for d in loss if d.detector == "page_hinkley")
     assert ph.reaction == "alert" and ph.lr_factor == 1.0 and ph.statistic > 100.0
     assert [d.at_event for d in found] == sorted(d.at_event for d in found)
+
+
+def test_the_defaults_find_a_large_rise_within_a_window_and_only_alert() -> None:
+    rng = np.random.default_rng(1)
+    monitor = DriftMonitor(_config())
+    assert _run(monitor, rng, 6) == []
+    found = [d for d in _run(monitor, rng, 3, loss_shift=1.0) if d.signal == "loss"]
+    adwin = [d for d in found if d.detector == "adwin"]
+    # The newer sub-window (5,000 events) holds enough of the change after ~2k events.
+    assert adwin and 30_000 <= adwin[0].at_event < 33_000
+    assert {d.reaction for d in found} == {"alert"}
 
 
 def test_input_shifts_are_detected_per_signal() -> None:
