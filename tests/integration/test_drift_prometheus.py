@@ -69,7 +69,9 @@ def test_drift_and_loss_series_reach_prometheus(
         sel = f'target="{target}"'
         metrics.set_state("running")
 
-        monitor = DriftMonitor(DriftConfig())
+        # ADWIN reacts with 'adapt' here so that the reaction counter is exported too (the
+        # default reaction is 'alert').
+        monitor = DriftMonitor(DriftConfig.model_validate({"adwin": {"reaction": "adapt"}}))
         rng = np.random.default_rng(2024)
         cumulative_sum = 0.0
         detections = []
