@@ -63,9 +63,9 @@ class DataReport:
 
 # What a non-zero labeler counter means for the figures.
 COUNTER_NOTES = {
-    "features_truncated": "impressions waiting for a click keep only "
-    "preprocess.max_pending_features side features, positives keep all of theirs: the "
-    "feature count tells the label (a leak); set max_pending_features above the data's width",
+    "features_truncated": "impressions waiting for their window keep only "
+    "preprocess.max_pending_features side features (the rest is lost for learning, for "
+    "positives and negatives alike); set max_pending_features to the data's width",
     "impressions_merged": "repeated impressions of a user-item pair inside the attribution "
     "window became one example",
     "late_clicks": "clicks after their impression's window had closed: that impression was "
