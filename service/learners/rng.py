@@ -86,20 +86,26 @@ def stream_key(seed: int, stream: int) -> int:
     return _mix64(_mix64(seed) + stream * 0x9E3779B97F4A7C15)
 
 
+@njit(cache=True, inline="always")
+def _initial_value(key: np.uint64, row: int, k: int, f: int, scale: float) -> np.float32:
+    """Coordinate ``f`` of row ``row``: a splitmix64 hash of its position, as an
+    Irwin-Hall sum of its four 16-bit quarters (one definition for every fill)."""
+    z = key + (np.uint64(row) * np.uint64(k) + np.uint64(f)) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    z = z ^ (z >> np.uint64(31))
+    s = (int(z & np.uint64(0xFFFF)) + int((z >> np.uint64(16)) & np.uint64(0xFFFF))
+         + int((z >> np.uint64(32)) & np.uint64(0xFFFF)) + int(z >> np.uint64(48)))
+    return np.float32((s - _IH_MEAN) * scale)
+
+
 @njit(cache=True, nogil=True)  # runs on background threads (gate, restore)
 def _fill_init(out: npt.NDArray[np.float32], key: np.uint64, first_row: int,
                scale: float) -> None:
     rows, k = out.shape
     for r in range(rows):
-        base = np.uint64(first_row + r) * np.uint64(k)
         for f in range(k):
-            z = key + (base + np.uint64(f)) * _GOLDEN
-            z = (z ^ (z >> np.uint64(30))) * _M1
-            z = (z ^ (z >> np.uint64(27))) * _M2
-            z = z ^ (z >> np.uint64(31))
-            s = (int(z & np.uint64(0xFFFF)) + int((z >> np.uint64(16)) & np.uint64(0xFFFF))
-                 + int((z >> np.uint64(32)) & np.uint64(0xFFFF)) + int(z >> np.uint64(48)))
-            out[r, f] = np.float32((s - _IH_MEAN) * scale)
+            out[r, f] = _initial_value(key, first_row + r, k, f, scale)
 
 
 def fill_init(out: npt.NDArray[np.float32], seed: int, stream: int, first_row: int,
@@ -128,16 +134,9 @@ def fill_init(out: npt.NDArray[np.float32], seed: int, stream: int, first_row: i
 def _init_rows(out: npt.NDArray[np.float32], key: np.uint64, rows: npt.NDArray[np.int64],
                scale: float) -> None:
     k = out.shape[1]
-    for j in range(len(rows)):  # the arithmetic of _fill_init, row by row
-        base = np.uint64(rows[j]) * np.uint64(k)
+    for j in range(len(rows)):  # the values _fill_init gives those rows
         for f in range(k):
-            z = key + (base + np.uint64(f)) * _GOLDEN
-            z = (z ^ (z >> np.uint64(30))) * _M1
-            z = (z ^ (z >> np.uint64(27))) * _M2
-            z = z ^ (z >> np.uint64(31))
-            s = (int(z & np.uint64(0xFFFF)) + int((z >> np.uint64(16)) & np.uint64(0xFFFF))
-                 + int((z >> np.uint64(32)) & np.uint64(0xFFFF)) + int(z >> np.uint64(48)))
-            out[j, f] = np.float32((s - _IH_MEAN) * scale)
+            out[j, f] = _initial_value(key, rows[j], k, f, scale)
 
 
 def init_rows(seed: int, stream: int, rows: npt.NDArray[np.int64], k: int,
