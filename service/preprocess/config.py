@@ -83,10 +83,14 @@ class PreprocessConfig(BaseModel):
         description="Sightings before an item gets its own row (row 0 before)."
     )
     user_evict_after_ms: int = Field(
-        default=30 * DAY_MS, ge=1, description="A user unseen for this long gives its row back."
+        default=30 * DAY_MS, ge=1,
+        description="A user unseen for this long gives its row back when the table is full "
+        "and a new user needs one (until then it keeps its row)."
     )
     item_evict_after_ms: int = Field(
-        default=30 * DAY_MS, ge=1, description="An item unseen for this long gives its row back."
+        default=30 * DAY_MS, ge=1,
+        description="An item unseen for this long gives its row back when the table is full "
+        "and a new item needs one (until then it keeps its row)."
     )
 
     # -- side features ----------------------------------------------------------------------

@@ -46,12 +46,16 @@ def test_recently_seen_rows_survive_eviction() -> None:
     assert enc(v, [1], [160])[0] == [1]
 
 
-def test_rows_are_freed_as_event_time_passes_without_new_ids_or_calls() -> None:
-    v = Vocabulary(capacity=10, admit_after=1, evict_after_ms=100)
+def test_aged_rows_are_kept_while_the_table_has_room() -> None:
+    # An id that went quiet keeps its row (and what it learned) until a new id needs one.
+    v = Vocabulary(capacity=5, admit_after=1, evict_after_ms=100)  # rows 1-4 (0: unknown)
     enc(v, [1, 2, 3], [0, 0, 0])
-    enc(v, [4], [500])  # the watermark moves past 0 + 100: 1, 2 and 3 give their rows back
-    assert len(v) == 1 and v.counters()["evicted"] == 3
-    assert v.evict_expired() == 0  # nothing left for a sweep to find
+    rows, recycled = enc(v, [4, 1], [500, 501])  # a fresh row for 4; 1 comes back to its own
+    assert rows == [4, 1] and recycled == []
+    assert len(v) == 4 and v.counters()["evicted"] == 0
+    rows, recycled = enc(v, [5], [502])  # full now: the aged rows of 2 and 3 are freed
+    assert rows == recycled and rows[0] in (2, 3) and v.counters()["evicted"] == 2
+    assert v.evict_expired() == 0  # nothing left that has aged out
 
 
 @settings(max_examples=150, deadline=None)
