@@ -134,9 +134,13 @@ def service_env(bootstrap: str, topic: str, group: str, storage_env: dict[str, s
         "FRESHREC_CHECKPOINT__EVERY_SECONDS": "0.3",
         "FRESHREC_SNAPSHOT__EVERY_SECONDS": "2",
         # Default settings otherwise, but ids age out after seconds of event time (the
-        # stream spans a minute, not months): eviction and recycling happen.
+        # stream spans a minute, not months) and the tables are smaller than the stream's
+        # ~3,000 users and ~500 items: an aged row is taken back only when a new id needs
+        # it, so eviction and recycling happen.
         "FRESHREC_PREPROCESS__USER_EVICT_AFTER_MS": "4000",
         "FRESHREC_PREPROCESS__ITEM_EVICT_AFTER_MS": "8000",
+        "FRESHREC_PREPROCESS__USER_CAPACITY": "1024",
+        "FRESHREC_PREPROCESS__ITEM_CAPACITY": "256",
         "FRESHREC_LOG_LEVEL": "INFO",
         **storage_env,
         **extra,
