@@ -66,15 +66,21 @@ class Publisher(threading.Thread):
     """Produces events at a steady rate, keyed by user, counting what each partition got.
 
     The producer rides out a broker outage by itself (librdkafka buffers and retries);
-    ``done`` is set once every message is acknowledged.
+    ``done`` is set once every message is acknowledged. With ``hold_at``, the messages from
+    that index on wait until :attr:`release` is set (at most two minutes): a test that
+    injects faults while the stream flows releases the tail once its faults are done, so
+    a slow machine (slow restarts) cannot make the stream end before them.
     """
 
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float,
+                 hold_at: int | None = None) -> None:
         super().__init__(daemon=True)
         self.bootstrap, self.topic, self.values, self.rate = bootstrap, topic, values, rate
         self.per_partition: Counter[int] = Counter()
         self.errors: list[str] = []
         self.done = threading.Event()
+        self.hold_at = hold_at
+        self.release = threading.Event()
 
     def run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
@@ -88,6 +94,10 @@ class Publisher(threading.Thread):
 
         started = time.monotonic()
         for i, value in enumerate(self.values):
+            if i == self.hold_at:
+                producer.flush(60)
+                self.release.wait(120)
+                started = time.monotonic() - i / self.rate  # no burst to catch up
             key = orjson.loads(value)["user_id"].encode()
             while True:
                 try:
@@ -204,8 +214,10 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_state(
     print(f"kill schedule seed: {seed}")
     topic = unique_topic(1)
     n = 80_000
-    # Slow enough that the stream is still flowing through all the kills below.
-    publisher = Publisher(kafka_bootstrap, topic, make_events(n), rate=2_500)
+    # The last tenth is held back until the kills are done: they all happen while the
+    # stream flows, however long restarts take on a loaded machine.
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n), rate=2_500,
+                          hold_at=int(0.9 * n))
 
     # Interrupted run: SIGKILL five times while the stream flows, restarting each time.
     storage_env, storage = storage_for(s3_endpoint, unique_prefix + "killed")
@@ -227,6 +239,7 @@ def test_kill9_at_random_moments_gives_the_uninterrupted_state(
                                lambda s=service: s.total("freshrec_events_applied_total") > 0,
                                timeout=60)
             restarts.append(time.monotonic() - restart_at)
+        publisher.release.set()
         publisher.join(120)
         assert publisher.done.is_set() and not publisher.errors, publisher.errors
     finally:
@@ -255,7 +268,8 @@ def test_every_partition_applied_exactly_once_across_kills(
 ) -> None:
     topic = unique_topic(4)
     n = 40_000
-    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=6), rate=2_500)
+    publisher = Publisher(kafka_bootstrap, topic, make_events(n, seed=6), rate=2_500,
+                          hold_at=int(0.9 * n))
     storage_env, storage = storage_for(s3_endpoint, unique_prefix)
     group = f"parts-{uuid.uuid4().hex[:6]}"
     env = service_env(kafka_bootstrap, topic, group, storage_env,
@@ -271,6 +285,7 @@ def test_every_partition_applied_exactly_once_across_kills(
             assert not publisher.done.is_set(), "the stream ended before the kills: slow it"
             service.kill()
             service = ServiceProcess(env, log).start()
+        publisher.release.set()
         publisher.join(120)
         assert publisher.done.is_set() and not publisher.errors, publisher.errors
     finally:
