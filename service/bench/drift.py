@@ -25,6 +25,7 @@ from service.bench.measure import BarPanel, format_table, save_bar_panels
 from service.drift.adwin import ADWIN
 from service.drift.base import DriftDetector
 from service.drift.config import DriftConfig
+from service.drift.monitor import adwin_from_config, page_hinkley_from_config
 from service.drift.page_hinkley import PageHinkley
 from service.drift.psi import RollingPSI
 
@@ -48,12 +49,11 @@ BASE_MEAN = 0.5
 
 
 def _detectors(cfg: DriftConfig) -> dict[str, Callable[[], DriftDetector]]:
-    a, p, s = cfg.adwin, cfg.page_hinkley, cfg.psi
+    s = cfg.psi
     return {
-        "adwin": lambda: ADWIN(a.delta, a.clock, a.max_buckets, a.min_window_length,
-                               a.grace_period),
-        "page_hinkley": lambda: PageHinkley(p.min_instances, p.delta, p.threshold, p.alpha,
-                                            p.mode, p.standardize),
+        # Built as the monitor builds them, so the table measures what the service runs.
+        "adwin": lambda: adwin_from_config(cfg.adwin),
+        "page_hinkley": lambda: page_hinkley_from_config(cfg.page_hinkley),
         # River's defaults on raw loss values, to show what standardising buys.
         "page_hinkley_river_defaults": lambda: PageHinkley(mode="up"),
         "psi_on_loss": lambda: RollingPSI("numeric", s.n_bins, 2000, 8, 2, s.threshold),
