@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from service.drift.adwin import ADWIN
 from service.drift.base import DriftDetector
-from service.drift.config import DriftConfig, Reaction
+from service.drift.config import AdwinConfig, DriftConfig, PageHinkleyConfig, Reaction
 from service.drift.detection import DriftDetection
 from service.drift.page_hinkley import PageHinkley
 from service.drift.psi import RollingPSI, hash_buckets
@@ -29,6 +29,23 @@ class DriftState:
 
     arrays: dict[str, npt.NDArray[Any]]
     meta: dict[str, Any]
+
+
+def adwin_from_config(config: AdwinConfig) -> ADWIN:
+    """The ADWIN the monitor runs on the loss, from its settings.
+
+    Benchmarks build their detectors here too, so that what they measure is what the
+    service runs (every setting passed, none left at the class's River-like default).
+    """
+    a = config
+    return ADWIN(a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period,
+                 min_rise=a.min_rise)
+
+
+def page_hinkley_from_config(config: PageHinkleyConfig) -> PageHinkley:
+    """The Page-Hinkley test the monitor runs on the loss, from its settings."""
+    p = config
+    return PageHinkley(p.min_instances, p.delta, p.threshold, p.alpha, p.mode, p.standardize)
 
 
 class DriftMonitor:
@@ -78,15 +95,10 @@ class DriftMonitor:
         self._detectors: dict[tuple[str, str], DriftDetector] = {}
         if cfg.enabled:
             if cfg.adwin.enabled:
-                a = cfg.adwin
-                self._detectors[("adwin", "loss")] = ADWIN(
-                    a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period,
-                    min_rise=a.min_rise,
-                )
+                self._detectors[("adwin", "loss")] = adwin_from_config(cfg.adwin)
             if cfg.page_hinkley.enabled:
-                p = cfg.page_hinkley
-                self._detectors[("page_hinkley", "loss")] = PageHinkley(
-                    p.min_instances, p.delta, p.threshold, p.alpha, p.mode, p.standardize
+                self._detectors[("page_hinkley", "loss")] = page_hinkley_from_config(
+                    cfg.page_hinkley
                 )
             if cfg.psi.enabled:
                 s = cfg.psi

@@ -3,10 +3,9 @@
 The replayed events go through :meth:`service.runtime.pipeline.Pipeline.process` in
 batches, exactly the call the service makes per Kafka poll: decode, dedup, admission,
 side features, holdout, click attribution, predict-then-learn, the progressive evaluator
-and drift detection with its reactions (``adapt`` changes the learning rate inside the
-pipeline). A ``reset`` reaction reloads the last published snapshot in the service; a
-replay publishes none, so, as in a service that has not published yet, it is counted and
-nothing else happens.
+and drift detection with its reactions, both applied inside the pipeline as in the
+service: ``adapt`` raises the learning rate, ``reset`` continues from the pipeline's reset
+point (a copy of the model, refreshed every ``drift.reset_point_events`` examples).
 
 ``now_ms`` of each batch is its newest event time (see
 :meth:`~service.readers.replay.Replay.batches`). The pipeline's evaluator is swapped for
@@ -116,7 +115,8 @@ class PipelineOutcome:
     holdout
         Examples held out for the snapshot gate (not learned).
     resets_requested
-        Drift reactions ``reset`` (not applied: nothing is published in a replay).
+        Batches in which the pipeline reset the model to its reset point (a ``reset``
+        reaction with no reset point yet does nothing and is not counted).
     counters
         The labeler's running counters at the end (late clicks, merged impressions...).
     """

@@ -88,7 +88,7 @@ def drift_summary(run: ContenderRun, resets: int = 0) -> str:
     counts = Counter(f"{d['detector']}/{d['signal']} {d['reaction']}" for d in run.drift)
     text = f"{len(run.drift)}: " + ", ".join(f"{k} x{v}" for k, v in counts.most_common())
     if resets:
-        text += f" ({resets} reset requested, not applied: nothing published)"
+        text += f" ({resets} reset to the reset point)"
     return text
 
 
