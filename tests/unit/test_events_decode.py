@@ -313,7 +313,7 @@ messages = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(messages, max_size=12))
 def test_every_message_is_either_accepted_or_rejected_once(values: list[bytes | None]) -> None:
-    b = decode_batch(values, NOW)
+    b = decode_batch(values, NOW, watermarks=_stream_at_now())
     rejected = [r.index for r in b.rejections]
     assert sorted(rejected + b.index.tolist()) == list(range(len(values)))
     assert all(isinstance(r.reason, RejectReason) and r.detail for r in b.rejections)
