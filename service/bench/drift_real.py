@@ -63,12 +63,12 @@ import numpy as np
 import numpy.typing as npt
 
 from service.bench.measure import BarPanel, format_markdown_table, format_table, save_bar_panels
-from service.bench.quality.data import DataSpec
 from service.bench.quality.overrides import bench_settings, merge, parse_overrides
 from service.config import Settings
 from service.drift.config import DriftConfig
 from service.drift.monitor import adwin_from_config, page_hinkley_from_config
 from service.readers import ColumnMapping, Interactions, Replay, read_table, replay
+from service.readers.source import DataSpec
 from service.runtime.pipeline import BatchOutcome, Pipeline
 
 FloatArray = npt.NDArray[np.float64]

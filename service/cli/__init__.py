@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Module names under service.cli, each defining register(subparsers).
-_COMMANDS = ("run", "demo", "bench", "snapshots", "settings")
+_COMMANDS = ("run", "backfill", "demo", "bench", "snapshots", "settings")
 
 
 def build_parser() -> argparse.ArgumentParser:

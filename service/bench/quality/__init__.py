@@ -36,7 +36,6 @@ from typing import Any
 
 import orjson
 
-from service.bench.quality.data import KINDS, DataSpec
 from service.bench.quality.overrides import bench_settings, parse_overrides
 from service.bench.quality.pipeline_run import PipelineOutcome, run_pipeline
 from service.bench.quality.popularity import run_popularity
@@ -47,6 +46,7 @@ from service.bench.quality.sequence import ExampleSequence
 from service.bench.quality.vw_models import VW, run_vw
 from service.readers import ColumnMapping, Interactions, replay
 from service.readers.interactions import KINDS as DATA_KINDS
+from service.readers.source import KINDS, DataSpec
 
 FRESHREC = {"freshrec-per-event": "per_event", "freshrec-micro-batch": "micro_batch"}
 BASELINES = {"popularity": ("implicit",)}

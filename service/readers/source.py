@@ -1,4 +1,5 @@
-"""``--data KIND:PATH``: which reader reads a data set for ``freshrec bench quality``.
+"""``--data KIND:PATH``: which reader reads a data set (``freshrec backfill``, ``freshrec
+bench quality``, ``freshrec bench drift --real``).
 
 Kinds:
 
