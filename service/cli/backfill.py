@@ -120,6 +120,11 @@ def _run(args: argparse.Namespace) -> int:
           "learned")
     for name, value in sorted(report.metrics.items()):
         print(f"  progressive {name}: {value:.4f}")
+    if report.snapshot is not None:
+        print(f"snapshot {report.snapshot} published ({report.snapshot_decision})")
+    else:
+        print(f"no snapshot published ({report.snapshot_decision}); freshrec run publishes "
+              "one when the gate accepts it")
     print(f"checkpoint written for group {settings.kafka.group_id!r}, topic "
           f"{settings.kafka.topic!r}; freshrec run will read partitions from offsets "
           f"{report.offsets}")

@@ -23,6 +23,9 @@ The protocol:
    timestamps, set by producers when they send), after a given time, the topic's end
    (``end``), or its beginning (``earliest``).
 5. Write the checkpoint with those offsets and wait until it is durable.
+6. Gate the model and publish it as a snapshot if the gate accepts it (against an
+   already published champion of the same model name, if there is one), so serving can
+   start from the history at once.
 
 No event is learned twice across the hand-over: one that is both in the history and on
 the topic after the chosen offsets has the same ``event_id``, and the dedup window, part
@@ -50,7 +53,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from service.checkpoint.manager import CheckpointManager
 from service.config import Settings
 from service.runtime.pipeline import Pipeline
-from service.scaleout.shards import checkpoint_folder
+from service.scaleout.shards import checkpoint_folder, shard_model_name
+from service.snapshots.publisher import SnapshotPublisher
 from service.storage import open_store
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,10 @@ class BackfillReport:
     offsets: dict[int, int] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     rejections: dict[str, int] = field(default_factory=dict)
+    snapshot: str | None = None
+    """The published snapshot's version, or None."""
+    snapshot_decision: str = ""
+    """The gate's reason and message."""
 
 
 def live_offsets(settings: Settings, live_from: str | int,
@@ -194,4 +202,15 @@ def backfill(
     }
     checkpoints.begin_epoch()
     checkpoints.save(pipeline, dict(report.offsets), wait=True)
+    # 6. A gated snapshot of the backfilled model.
+    snapshot = settings.snapshot.model_copy(
+        update={"model_name": shard_model_name(settings.snapshot.model_name, settings.scale)})
+    encoding, encoding_arrays = pipeline.preprocessor.encoding()
+    published = SnapshotPublisher(store, snapshot).consider(
+        pipeline.learner, pipeline.gate, events_since_last=report.applied, encoding=encoding,
+        encoding_arrays=encoding_arrays, offsets={settings.kafka.topic: dict(report.offsets)},
+        counts={"consumed": report.messages, "applied": report.applied,
+                "rejected": report.rejected, "examples_trained": report.examples_trained})
+    report.snapshot = published.version
+    report.snapshot_decision = f"{published.decision.reason}: {published.decision.message}"
     return report

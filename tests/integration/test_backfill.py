@@ -67,6 +67,8 @@ def test_backfill_then_run_learns_every_event_once(
     done = _backfill(env, "--data", f"events:{history}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ETA" in done.stderr and f"{N_HISTORY:,} events" in done.stdout
+    # The backfilled model passed the gate: serving can start from it at once.
+    assert "snapshot" in done.stdout and "published (" in done.stdout, done.stdout
     offsets, _, meta = newest_checkpoint(env_storage(env), env["FRESHREC_KAFKA__GROUP_ID"],
                                          live_topic)
     # The live events were produced after the last history event: read from the first.

@@ -45,6 +45,10 @@ def test_history_is_learned_and_checkpointed_with_the_live_offsets(tmp_path: Pat
     assert seen == [("after-history", 1_000_000_000_000 + 60_000 * 449)]
     assert (report.messages, report.rejected, report.deduplicated) == (452, 1, 1)
     assert report.applied == 450 and report.rejections == {"not_json": 1}
+    # 450 ratings are too few for the gate (snapshot.min_new_events 1,000): no snapshot,
+    # and the report says why.
+    assert report.snapshot is None
+    assert report.snapshot_decision.startswith("not_enough_events")
     manager = CheckpointManager(open_store(settings.storage), settings.checkpoint,
                                 group_id=settings.kafka.group_id, topic=settings.kafka.topic)
 
