@@ -29,7 +29,7 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
-from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.optim import FASTMATH, Optimizer, clip, finite, scheduled_lr, step
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init
 from service.learners.row_slots import FactorScratch, ScratchArrays, apply_slots, claim_row
 from service.learners.strategies import Strategy
@@ -72,7 +72,7 @@ def _learn_events(
         out[n] = clip_prediction(raw, stats)
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+        if not (finite(yn) and finite(wn) and finite(raw)):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -100,7 +100,7 @@ def _learn_events(
                                      adagrad)
                 total += tp[f] * tq[f]
         # The guard: one finite check on a sum of every new value catches any inf/NaN.
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         if u != 0:
@@ -153,7 +153,7 @@ def _learn_segments(
             out[n] = clip_prediction(raw, stats)
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+            if not (finite(yn) and finite(wn) and finite(raw)):
                 skipped += 1
                 continue
             if wn <= 0.0:

@@ -27,7 +27,15 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
-from service.learners.optim import ADAGRAD_EPS, FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.optim import (
+    ADAGRAD_EPS,
+    FASTMATH,
+    Optimizer,
+    clip,
+    finite,
+    scheduled_lr,
+    step,
+)
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, uniform_int
 from service.learners.row_slots import FactorScratch, apply_slots
 from service.learners.strategies import Strategy
@@ -69,7 +77,7 @@ def _learn_events(
         out[n] = xi
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
+        if not (finite(yn) and finite(wn) and finite(xi)):
             skipped += 1
             continue
         if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
@@ -97,7 +105,7 @@ def _learn_events(
             tj[f], taj[f] = step(qj, -g * pu + l2 * qj, aQ[j, f] if adagrad else 0.0, eta,
                                  adagrad)
             total += tq[f] + tj[f] + (tp[f] if u != 0 else 0.0)
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         bi[i] = nbi
@@ -174,7 +182,7 @@ def _learn_segments(
             out[n] = xi
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
+            if not (finite(yn) and finite(wn) and finite(xi)):
                 skipped += 1
                 continue
             if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
@@ -184,7 +192,7 @@ def _learn_segments(
                 j += 1
             x = xi - _score(bi, P, Q, u, j)
             g = np.float32(clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g))
-            if not math.isfinite(g):
+            if not finite(g):
                 skipped += 1
                 continue
             neg[n - lo] = j
@@ -300,7 +308,7 @@ def _learn_segments(
                         p = P[u, f]
                         tp[f] = p - rate * (g * (Q[i, f] - Q[j, f]) + l2f * p)
                         total += tp[f]
-            if not math.isfinite(total):
+            if not finite(total):
                 # The pair is skipped: its once-touched rows keep their values and its
                 # slots lose one example.
                 rejected += 1

@@ -36,6 +36,7 @@ from service.learners.optim import (
     FASTMATH,
     Optimizer,
     clip,
+    finite,
     scheduled_lr,
     soft_threshold,
     step,
@@ -139,7 +140,7 @@ def _learn_events(
         out[n] = _output(raw, binary, stats)
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+        if not (finite(yn) and finite(wn) and finite(raw)):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -159,7 +160,7 @@ def _learn_events(
                 tV[j, f], taV[j, f] = step(v, g * x * (s[f] - v * x) + l2_v * v,
                                            aV[r, f] if adagrad else 0.0, eta, adagrad)
                 total += tV[j, f]
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         w0[0] -= eta * g
@@ -205,7 +206,7 @@ def _learn_segments(
             out[n] = _output(raw, binary, stats)
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+            if not (finite(yn) and finite(wn) and finite(raw)):
                 skipped += 1
                 continue
             if wn <= 0.0:

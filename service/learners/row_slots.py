@@ -30,14 +30,13 @@ True
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from service.learners.optim import ADAGRAD_EPS, FASTMATH, soft_threshold
+from service.learners.optim import ADAGRAD_EPS, FASTMATH, finite, soft_threshold
 from service.learners.strategies import row_rate
 
 F32 = npt.NDArray[np.float32]
@@ -259,7 +258,7 @@ def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: 
                 v = F[r, f] - rate * (G[s, f] * inv + l2f * F[r, f])
                 G[s, f] = v
                 total += v
-        if not math.isfinite(total):
+        if not finite(total):
             rejected += 1
             continue
         if with_bias:
