@@ -14,6 +14,13 @@ numba's on-disk cache (``cache=True``) keys a kernel on its own source file only
 changing this module, clear ``service/learners/__pycache__/*.nb[ic]`` (or touch
 ``biased_mf.py``, ``fm.py`` and ``bpr.py``), or their cached kernels keep the old code.
 
+Every function here is ``inline="always"``, :func:`apply_slots` too, although it is
+large: while it was a function of its own, a process that compiled a kernel ran
+``apply_slots``' separately compiled code and a process that loaded the kernel from the
+cache ran the copy linked into it, and the two differed in the last bits (BPR
+micro-batch SGD; ``test_learner_state``), so a replay after a restart was not bitwise
+the same run. Inlined, there is one copy, whichever process compiled it.
+
 Example
 -------
 >>> import numpy as np
@@ -169,7 +176,7 @@ def _bound(d: Any, cap: Any) -> Any:  # float32 in, float32 out (no promotion)
     return d
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def apply_slots(slot: I32, rows: I64, count: I32, m: int, gb: F32, gb2: F32, G: F32,
                 G2: F32, b: F32, F: F32, ab: F32, aF: F32, eta: float, adagrad: bool,
                 with_bias: bool, l1_bias: float, l2_bias: float, l2: float,
