@@ -223,28 +223,9 @@ def _learn_segments(
             # for the unknown user, which is never learned).
             su = -1
             if u != 0:
-                su, nu2 = _slot(slot_u, rows_u, cnt_u, u, nu)
-                if nu2 != nu:
-                    nu = nu2
-                    for f in range(k):
-                        GU[su, f] = 0.0
-                        GU2[su, f] = 0.0
-            sis, ni2 = _slot(slot_i, rows_i, cnt_i, i, ni)
-            if ni2 != ni:
-                ni = ni2
-                gbi[sis] = 0.0
-                gbi2[sis] = 0.0
-                for f in range(k):
-                    GQ[sis, f] = 0.0
-                    GQ2[sis, f] = 0.0
-            sjs, ni2 = _slot(slot_i, rows_i, cnt_i, j, ni)
-            if ni2 != ni:
-                ni = ni2
-                gbi[sjs] = 0.0
-                gbi2[sjs] = 0.0
-                for f in range(k):
-                    GQ[sjs, f] = 0.0
-                    GQ2[sjs, f] = 0.0
+                su, nu = _slot(slot_u, rows_u, cnt_u, u, nu)
+            sis, ni = _slot(slot_i, rows_i, cnt_i, i, ni)
+            sjs, ni = _slot(slot_i, rows_i, cnt_i, j, ni)
             # New values of the rows touched once (checked before any is written).
             total = np.float32(0.0)
             nbi = np.float32(0.0)
