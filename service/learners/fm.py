@@ -218,7 +218,7 @@ def _learn_segments(
             for j in range(m):
                 r = rows[j]
                 x = xs[j]
-                sl, nt = claim_row(slot, srows, cnt, r, nt, gW, gW2, GV, GV2)
+                sl, nt = claim_row(slot, srows, cnt, r, nt)
                 gx = g * x
                 gW[sl] += gx
                 gW2[sl] += gx * gx

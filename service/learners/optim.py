@@ -153,8 +153,9 @@ def scheduled_lr(lr: float, power_t: float, t: int) -> float:
 
 
 @njit(cache=True, inline="always")
-def clip(g: float, bound: float) -> float:
-    """``g`` clipped to ``[-bound, bound]``."""
+def clip(g: Any, bound: Any) -> Any:
+    """``g`` clipped to ``[-bound, bound]``, in their type (float32 stays float32); a NaN
+    stays a NaN (``min``/``max`` may drop it), so a finite check after it still fails."""
     if g > bound:
         return bound
     if g < -bound:
@@ -163,12 +164,60 @@ def clip(g: float, bound: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def step(param: float, grad: float, acc: float, lr: float, adagrad: bool) -> tuple[float, float]:
-    """One update of one coordinate: returns (new parameter, new AdaGrad accumulator)."""
+def all_finite(y: float, w: float, score: float) -> bool:
+    """The input guard of every kernel: an example is learned from only if its target,
+    its weight and its score are finite (else it is counted as skipped)."""
+    return finite(y) and finite(w) and finite(score)
+
+
+@njit(cache=True, inline="always")
+def step(param: Any, grad: Any, acc: Any, lr: Any, adagrad: bool,
+         eps: Any = ADAGRAD_EPS) -> tuple[Any, Any]:
+    """One update of one coordinate: returns (new parameter, new AdaGrad accumulator).
+
+    The arithmetic is in the type of the arguments: float64 in the per-event kernels,
+    float32 (``eps=np.float32(ADAGRAD_EPS)``) where a float32 loop is to vectorise.
+    """
     if adagrad:
         acc = acc + grad * grad
-        return param - lr * grad / (math.sqrt(acc) + ADAGRAD_EPS), acc
+        return param - lr * grad / (math.sqrt(acc) + eps), acc
     return param - lr * grad, acc
+
+
+@njit(cache=True, inline="always")
+def step_at(param: Any, grad: Any, l2: Any, acc: Any, idx: Any, lr: Any, adagrad: bool,
+            eps: Any = ADAGRAD_EPS) -> tuple[Any, Any]:
+    """:func:`step` of coordinate ``idx`` of a table, with the L2 decay ``l2 * param``
+    added to the loss gradient ``grad``.
+
+    ``acc`` is the table's AdaGrad accumulator, read at ``idx`` only with ``adagrad``:
+    without it the learners keep a 1-element placeholder. The accumulator returned
+    without AdaGrad is 0 (the kernels store accumulators only with AdaGrad).
+    """
+    decayed = grad + l2 * param
+    if adagrad:
+        return step(param, decayed, acc[idx], lr, True, eps)
+    return param - lr * decayed, type(decayed)(0)
+
+
+@njit(cache=True, inline="always")
+def store(table: Any, acc: Any, idx: Any, value: Any, acc_value: Any, adagrad: bool) -> None:
+    """Write a coordinate's new value, and its new accumulator with AdaGrad: the second
+    half of :func:`step_at`, once the kernel's finite check has passed."""
+    table[idx] = value
+    if adagrad:
+        acc[idx] = acc_value
+
+
+@njit(cache=True, inline="always")
+def store_row(table: Any, acc: Any, r: int, values: Any, acc_values: Any,
+              adagrad: bool) -> None:
+    """:func:`store` of row ``r`` from vectors of new values and accumulators."""
+    for f in range(table.shape[1]):
+        table[r, f] = values[f]
+    if adagrad:
+        for f in range(table.shape[1]):
+            acc[r, f] = acc_values[f]
 
 
 @njit(cache=True, inline="always")
