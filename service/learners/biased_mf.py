@@ -29,9 +29,26 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
-from service.learners.optim import FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.optim import (
+    FASTMATH,
+    Optimizer,
+    all_finite,
+    clip,
+    finite,
+    scheduled_lr,
+    step_at,
+    store,
+    store_row,
+)
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, init_rows
-from service.learners.row_slots import FactorScratch, ScratchArrays, apply_slots, claim_row
+from service.learners.row_slots import (
+    FactorScratch,
+    ScratchArrays,
+    add_gradient,
+    apply_slots,
+    claim_row,
+    tally,
+)
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
@@ -72,7 +89,7 @@ def _learn_events(
         out[n] = clip_prediction(raw, stats)
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+        if not all_finite(yn, wn, raw):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -83,41 +100,29 @@ def _learn_events(
         nbi, nabi = bi[i], 0.0
         total = 0.0
         if u != 0:
-            nbu, nabu = step(bu[u], g + l2_bias * bu[u], abu[u] if adagrad else 0.0, eta,
-                             adagrad)
+            nbu, nabu = step_at(bu[u], g, l2_bias, abu, u, eta, adagrad)
             total += nbu
         if i != 0:
-            nbi, nabi = step(bi[i], g + l2_bias * bi[i], abi[i] if adagrad else 0.0, eta,
-                             adagrad)
+            nbi, nabi = step_at(bi[i], g, l2_bias, abi, i, eta, adagrad)
             total += nbi
         if u != 0 and i != 0:
             for f in range(k):
                 pu = P[u, f]
                 qi = Q[i, f]
-                tp[f], tap[f] = step(pu, g * qi + l2 * pu, aP[u, f] if adagrad else 0.0, eta,
-                                     adagrad)
-                tq[f], taq[f] = step(qi, g * pu + l2 * qi, aQ[i, f] if adagrad else 0.0, eta,
-                                     adagrad)
+                tp[f], tap[f] = step_at(pu, g * qi, l2, aP, (u, f), eta, adagrad)
+                tq[f], taq[f] = step_at(qi, g * pu, l2, aQ, (i, f), eta, adagrad)
                 total += tp[f] * tq[f]
         # The guard: one finite check on a sum of every new value catches any inf/NaN.
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         if u != 0:
-            bu[u] = nbu
-            if adagrad:
-                abu[u] = nabu
+            store(bu, abu, u, nbu, nabu, adagrad)
         if i != 0:
-            bi[i] = nbi
-            if adagrad:
-                abi[i] = nabi
+            store(bi, abi, i, nbi, nabi, adagrad)
         if u != 0 and i != 0:
-            for f in range(k):
-                P[u, f] = tp[f]
-                Q[i, f] = tq[f]
-                if adagrad:
-                    aP[u, f] = tap[f]
-                    aQ[i, f] = taq[f]
+            store_row(P, aP, u, tp, tap, adagrad)
+            store_row(Q, aQ, i, tq, taq, adagrad)
         observe(stats, yn, wn)
         updates += 1
     return updates, skipped
@@ -153,7 +158,7 @@ def _learn_segments(
             out[n] = clip_prediction(raw, stats)
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+            if not all_finite(yn, wn, raw):
                 skipped += 1
                 continue
             if wn <= 0.0:
@@ -163,13 +168,11 @@ def _learn_segments(
             su = -1
             si = -1
             if u != 0:
-                su, nu = claim_row(slot_u, rows_u, cnt_u, u, nu, gbu, gbu2, GU, GU2)
-                gbu[su] += g
-                gbu2[su] += g * g
+                su, nu = claim_row(slot_u, rows_u, cnt_u, u, nu)
+                add_gradient(gbu, gbu2, su, g)
             if i != 0:
-                si, ni = claim_row(slot_i, rows_i, cnt_i, i, ni, gbi, gbi2, GQ, GQ2)
-                gbi[si] += g
-                gbi2[si] += g * g
+                si, ni = claim_row(slot_i, rows_i, cnt_i, i, ni)
+                add_gradient(gbi, gbi2, si, g)
             if su >= 0 and si >= 0:
                 if adagrad:
                     for f in range(k):
@@ -189,10 +192,7 @@ def _learn_segments(
                                adagrad, True, 0.0, l2_bias, l2, tmpa)
         rejected += apply_slots(slot_i, rows_i, cnt_i, ni, gbi, gbi2, GQ, GQ2, bi, Q, abi, aQ, eta,
                                 adagrad, True, 0.0, l2_bias, l2, tmpa)
-        # A rejected row step counts as one skipped example (at most the mini-batch's).
-        rejected = min(rejected, learned)
-        updates += learned - rejected
-        skipped += rejected
+        updates, skipped = tally(updates, skipped, learned, rejected)
     return updates, skipped
 
 

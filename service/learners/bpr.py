@@ -27,7 +27,15 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.layout import RowSpan
-from service.learners.optim import ADAGRAD_EPS, FASTMATH, Optimizer, clip, scheduled_lr, step
+from service.learners.optim import (
+    ADAGRAD_EPS,
+    FASTMATH,
+    Optimizer,
+    clip,
+    finite,
+    scheduled_lr,
+    step,
+)
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, init_rows, uniform_int
 from service.learners.row_slots import FactorScratch, apply_slots
 from service.learners.strategies import Strategy
@@ -69,7 +77,7 @@ def _learn_events(
         out[n] = xi
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
+        if not (finite(yn) and finite(wn) and finite(xi)):
             skipped += 1
             continue
         if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
@@ -97,7 +105,7 @@ def _learn_events(
             tj[f], taj[f] = step(qj, -g * pu + l2 * qj, aQ[j, f] if adagrad else 0.0, eta,
                                  adagrad)
             total += tq[f] + tj[f] + (tp[f] if u != 0 else 0.0)
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         bi[i] = nbi
@@ -174,7 +182,7 @@ def _learn_segments(
             out[n] = xi
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(xi)):
+            if not (finite(yn) and finite(wn) and finite(xi)):
                 skipped += 1
                 continue
             if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
@@ -184,7 +192,7 @@ def _learn_segments(
                 j += 1
             x = xi - _score(bi, P, Q, u, j)
             g = np.float32(clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g))
-            if not math.isfinite(g):
+            if not finite(g):
                 skipped += 1
                 continue
             neg[n - lo] = j
@@ -215,28 +223,9 @@ def _learn_segments(
             # for the unknown user, which is never learned).
             su = -1
             if u != 0:
-                su, nu2 = _slot(slot_u, rows_u, cnt_u, u, nu)
-                if nu2 != nu:
-                    nu = nu2
-                    for f in range(k):
-                        GU[su, f] = 0.0
-                        GU2[su, f] = 0.0
-            sis, ni2 = _slot(slot_i, rows_i, cnt_i, i, ni)
-            if ni2 != ni:
-                ni = ni2
-                gbi[sis] = 0.0
-                gbi2[sis] = 0.0
-                for f in range(k):
-                    GQ[sis, f] = 0.0
-                    GQ2[sis, f] = 0.0
-            sjs, ni2 = _slot(slot_i, rows_i, cnt_i, j, ni)
-            if ni2 != ni:
-                ni = ni2
-                gbi[sjs] = 0.0
-                gbi2[sjs] = 0.0
-                for f in range(k):
-                    GQ[sjs, f] = 0.0
-                    GQ2[sjs, f] = 0.0
+                su, nu = _slot(slot_u, rows_u, cnt_u, u, nu)
+            sis, ni = _slot(slot_i, rows_i, cnt_i, i, ni)
+            sjs, ni = _slot(slot_i, rows_i, cnt_i, j, ni)
             # New values of the rows touched once (checked before any is written).
             total = np.float32(0.0)
             nbi = np.float32(0.0)
@@ -300,7 +289,7 @@ def _learn_segments(
                         p = P[u, f]
                         tp[f] = p - rate * (g * (Q[i, f] - Q[j, f]) + l2f * p)
                         total += tp[f]
-            if not math.isfinite(total):
+            if not finite(total):
                 # The pair is skipped: its once-touched rows keep their values and its
                 # slots lose one example.
                 rejected += 1

@@ -36,6 +36,7 @@ from service.learners.optim import (
     FASTMATH,
     Optimizer,
     clip,
+    finite,
     scheduled_lr,
     soft_threshold,
     step,
@@ -145,7 +146,7 @@ def _learn_events(
         out[n] = _output(raw, binary, stats)
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+        if not (finite(yn) and finite(wn) and finite(raw)):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -165,7 +166,7 @@ def _learn_events(
                 tV[j, f], taV[j, f] = step(v, g * x * (s[f] - v * x) + l2_v * v,
                                            aV[r, f] if adagrad else 0.0, eta, adagrad)
                 total += tV[j, f]
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         w0[0] -= eta * g
@@ -211,7 +212,7 @@ def _learn_segments(
             out[n] = _output(raw, binary, stats)
             yn = y[n]
             wn = w[n]
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(raw)):
+            if not (finite(yn) and finite(wn) and finite(raw)):
                 skipped += 1
                 continue
             if wn <= 0.0:
@@ -223,7 +224,7 @@ def _learn_segments(
             for j in range(m):
                 r = rows[j]
                 x = xs[j]
-                sl, nt = claim_row(slot, srows, cnt, r, nt, gW, gW2, GV, GV2)
+                sl, nt = claim_row(slot, srows, cnt, r, nt)
                 gx = g * x
                 gW[sl] += gx
                 gW2[sl] += gx * gx

@@ -30,7 +30,7 @@ from service.examples import ExampleBatch
 from service.learners.array_learner import ArrayLearner, FloatArray, IntArray
 from service.learners.base import Task
 from service.learners.hashing import BIAS_FIELD, ITEM_FIELD, USER_FIELD, hash_array, hash_index
-from service.learners.optim import FASTMATH, Optimizer, clip
+from service.learners.optim import FASTMATH, Optimizer, clip, finite
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
@@ -107,7 +107,7 @@ def _learn_events(
         out[n] = p
         yn = y[n]
         wn = w[n]
-        if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(dot)):
+        if not (finite(yn) and finite(wn) and finite(dot)):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -117,7 +117,7 @@ def _learn_events(
         for j in range(m):
             total += g * xs[j]
         # Finite g and features mean finite z and n: one check covers the whole update.
-        if not math.isfinite(total):
+        if not finite(total):
             skipped += 1
             continue
         for j in range(m):
@@ -198,7 +198,7 @@ def _learn_segments(
             yn = y[n]
             wn = w[n]
             g = 0.0
-            if not (math.isfinite(yn) and math.isfinite(wn) and math.isfinite(dot)):
+            if not (finite(yn) and finite(wn) and finite(dot)):
                 skipped += 1
             elif wn > 0.0:
                 g = clip(wn * (p - yn), clip_g)
@@ -206,7 +206,7 @@ def _learn_segments(
                 for t in range(a, b):
                     total += g * tx[t]
                 # Finite g and features mean finite z and n: one check per example.
-                if math.isfinite(total):
+                if finite(total):
                     updates += 1
                 else:
                     skipped += 1

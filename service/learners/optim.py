@@ -12,7 +12,8 @@ validates them once, at construction.
 * **L2** as weight decay inside the gradient, **L1** as a proximal soft-threshold after
   the step (truncated gradient), which produces exact zeros.
 * **Gradient clipping** of the loss derivative, which bounds every step: together with
-  the kernels' finite check this is what keeps a model from ever becoming NaN.
+  the kernels' finite check (:func:`finite`) this is what keeps a model from ever
+  becoming NaN.
 
 References
 ----------
@@ -34,11 +35,17 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from numba import njit
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}
 """Fast-math flags for the kernels: reassociation lets LLVM vectorise the dot products.
-``nnan``/``ninf`` are left out on purpose: the finite checks must stay meaningful."""
+``nnan``/``ninf`` are left out on purpose, but that is not enough to keep a floating-point
+finite test: with ``reassoc`` and ``nsz`` together LLVM removed ``math.isfinite(raw)``
+from FM's micro-batch kernel, where ``raw`` was ``inf - inf``. The kernels test with
+:func:`finite`, which LLVM cannot fold."""
 
 ADAGRAD_EPS = 1e-7
 
@@ -105,6 +112,38 @@ class Optimizer:
         return cls(**data)
 
 
+@intrinsic
+def _exponent_all_ones(typingctx: Any, x: Any) -> Any:
+    """Whether the exponent bits of float ``x`` are all ones (``x`` is an inf or a NaN),
+    tested on the integer bits: no floating-point flag lets LLVM assume the answer."""
+    if not isinstance(x, types.Float):
+        return None
+    width = x.bitwidth
+    mask = 0x7F800000 if width == 32 else 0x7FF0000000000000
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        bits = builder.bitcast(args[0], ir.IntType(width))
+        exponent = builder.and_(bits, ir.Constant(ir.IntType(width), mask))
+        return builder.icmp_unsigned("==", exponent, ir.Constant(ir.IntType(width), mask))
+
+    return types.boolean(x), codegen
+
+
+@njit(cache=True, inline="always")
+def finite(x: float | np.floating[Any]) -> bool:
+    """``math.isfinite(x)`` for the kernels' guards, kept under :data:`FASTMATH`.
+
+    ``math.isfinite`` is a floating-point comparison, and LLVM proved it true and deleted
+    it in a loop whose value came from ``reassoc nsz`` arithmetic (FM's micro-batch score
+    ``0.5 * (tot - sq)`` with both sums infinite: the NaN reached the global bias, see
+    ``test_learner_guard``). This tests the exponent bits instead, at the same cost.
+
+    >>> finite(1.0), finite(math.inf), finite(math.nan), finite(-math.inf)
+    (True, False, False, False)
+    """
+    return not _exponent_all_ones(x)  # type: ignore[call-arg]  # numba passes typingctx
+
+
 @njit(cache=True, inline="always")
 def scheduled_lr(lr: float, power_t: float, t: int) -> float:
     """The learning rate at update ``t``."""
@@ -114,8 +153,9 @@ def scheduled_lr(lr: float, power_t: float, t: int) -> float:
 
 
 @njit(cache=True, inline="always")
-def clip(g: float, bound: float) -> float:
-    """``g`` clipped to ``[-bound, bound]``."""
+def clip(g: Any, bound: Any) -> Any:
+    """``g`` clipped to ``[-bound, bound]``, in their type (float32 stays float32); a NaN
+    stays a NaN (``min``/``max`` may drop it), so a finite check after it still fails."""
     if g > bound:
         return bound
     if g < -bound:
@@ -124,12 +164,60 @@ def clip(g: float, bound: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def step(param: float, grad: float, acc: float, lr: float, adagrad: bool) -> tuple[float, float]:
-    """One update of one coordinate: returns (new parameter, new AdaGrad accumulator)."""
+def all_finite(y: float, w: float, score: float) -> bool:
+    """The input guard of every kernel: an example is learned from only if its target,
+    its weight and its score are finite (else it is counted as skipped)."""
+    return finite(y) and finite(w) and finite(score)
+
+
+@njit(cache=True, inline="always")
+def step(param: Any, grad: Any, acc: Any, lr: Any, adagrad: bool,
+         eps: Any = ADAGRAD_EPS) -> tuple[Any, Any]:
+    """One update of one coordinate: returns (new parameter, new AdaGrad accumulator).
+
+    The arithmetic is in the type of the arguments: float64 in the per-event kernels,
+    float32 (``eps=np.float32(ADAGRAD_EPS)``) where a float32 loop is to vectorise.
+    """
     if adagrad:
         acc = acc + grad * grad
-        return param - lr * grad / (math.sqrt(acc) + ADAGRAD_EPS), acc
+        return param - lr * grad / (math.sqrt(acc) + eps), acc
     return param - lr * grad, acc
+
+
+@njit(cache=True, inline="always")
+def step_at(param: Any, grad: Any, l2: Any, acc: Any, idx: Any, lr: Any, adagrad: bool,
+            eps: Any = ADAGRAD_EPS) -> tuple[Any, Any]:
+    """:func:`step` of coordinate ``idx`` of a table, with the L2 decay ``l2 * param``
+    added to the loss gradient ``grad``.
+
+    ``acc`` is the table's AdaGrad accumulator, read at ``idx`` only with ``adagrad``:
+    without it the learners keep a 1-element placeholder. The accumulator returned
+    without AdaGrad is 0 (the kernels store accumulators only with AdaGrad).
+    """
+    decayed = grad + l2 * param
+    if adagrad:
+        return step(param, decayed, acc[idx], lr, True, eps)
+    return param - lr * decayed, type(decayed)(0)
+
+
+@njit(cache=True, inline="always")
+def store(table: Any, acc: Any, idx: Any, value: Any, acc_value: Any, adagrad: bool) -> None:
+    """Write a coordinate's new value, and its new accumulator with AdaGrad: the second
+    half of :func:`step_at`, once the kernel's finite check has passed."""
+    table[idx] = value
+    if adagrad:
+        acc[idx] = acc_value
+
+
+@njit(cache=True, inline="always")
+def store_row(table: Any, acc: Any, r: int, values: Any, acc_values: Any,
+              adagrad: bool) -> None:
+    """:func:`store` of row ``r`` from vectors of new values and accumulators."""
+    for f in range(table.shape[1]):
+        table[r, f] = values[f]
+    if adagrad:
+        for f in range(table.shape[1]):
+            acc[r, f] = acc_values[f]
 
 
 @njit(cache=True, inline="always")

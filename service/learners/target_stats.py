@@ -12,11 +12,11 @@ one absurd event cannot turn the mean into NaN.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+
+from service.learners.optim import finite
 
 F64 = npt.NDArray[np.float64]
 
@@ -42,7 +42,7 @@ def observe(stats: F64, y: float, w: float) -> None:
     w64 = np.float64(w)
     sw = stats[0] + w64
     swy = stats[1] + w64 * np.float64(y)
-    if math.isfinite(sw) and math.isfinite(swy):
+    if finite(sw) and finite(swy):
         stats[0] = sw
         stats[1] = swy
         stats[2] = min(stats[2], y)

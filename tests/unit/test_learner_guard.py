@@ -104,3 +104,54 @@ def test_bounded_adagrad_slot_step_still_rejects_a_non_finite_gradient() -> None
                            True, 0.0, 0.0, 0.0, np.zeros(3, np.float32), 0.1)
     assert rejected == 1
     assert (F == 1).all() and (b == 0).all() and (aF == 0).all() and (ab == 0).all()
+
+
+@pytest.mark.parametrize("strategy", ["per_event", "micro_batch"])
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+def test_fm_skips_a_score_of_inf_minus_inf(strategy: str, task: str, optimizer: str) -> None:
+    # Finite factors whose squares overflow float32 make the pairwise term inf - inf.
+    # Under the kernels' fast-math flags LLVM deleted math.isfinite(raw) from the
+    # micro-batch kernel: the NaN score was learned from and the global bias became NaN.
+    cfg = LearnerConfig(model="fm", task=task, n_factors=3, strategy=strategy,
+                        micro_batch_size=4, optimizer=optimizer)  # type: ignore[arg-type]
+    model = make_learner(cfg, 10, 12, 4)
+    n = 8
+    batch = ExampleBatch.from_arrays(np.full(n, 3), np.full(n, 4), np.ones(n))
+    batch.feat_indptr = np.arange(0, 3 * n + 1, 3, dtype=np.int64)
+    batch.feat_idx = np.tile(np.arange(3), n)
+    batch.feat_val = np.ones(3 * n, dtype=np.float32)
+    model.arrays["factors"][:] = 3e19  # type: ignore[attr-defined]
+    _, stats = model.learn(batch)
+    assert stats.n_skipped_nonfinite == n and stats.n_updates == 0
+    assert np.isfinite(model.arrays["bias"]).all()  # type: ignore[attr-defined]
+
+
+def test_finite_survives_fast_math() -> None:
+    # The same shape as FM's score, reduced: math.isfinite is folded to True under
+    # reassoc + nsz; optim.finite tests the bits and is not.
+    import math
+
+    from numba import njit
+
+    from service.learners.optim import FASTMATH, finite
+
+    @njit(fastmath=FASTMATH)
+    def count_finite(V: np.ndarray, use_bits: bool) -> int:
+        n_ok = 0
+        for _ in range(4):
+            s0 = np.float32(0.0)
+            s1 = np.float32(0.0)
+            sq = 0.0
+            for j in range(V.shape[0]):
+                s0 += V[j, 0]
+                s1 += V[j, 1]
+                sq += V[j, 0] * V[j, 0] + V[j, 1] * V[j, 1]
+            raw = 0.5 * (s0 * s0 + s1 * s1 - sq)
+            if (finite(raw) if use_bits else math.isfinite(raw)):
+                n_ok += 1
+        return n_ok
+
+    big = np.full((3, 2), 3e19, dtype=np.float32)
+    assert count_finite(big, True) == 0
+    assert count_finite(np.ones((3, 2), dtype=np.float32), True) == 4

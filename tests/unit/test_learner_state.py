@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import service
 from service.examples import ExampleBatch
 from service.learners import LearnerConfig, WindowRetrain, learner_from_state, make_learner
 from service.learners.base import Learner
@@ -127,3 +132,38 @@ def test_reset_rows_reinitialises_recycled_rows_only() -> None:
     assert np.array_equal(after["user_factors"][6], before["user_factors"][6])
     assert after["interactions.user_count"][5] == 0
     assert not (after["interactions.seen"] == 7).any()
+
+
+_CHILD = """
+import hashlib
+import numpy as np
+from service.examples import ExampleBatch
+from service.learners import LearnerConfig, make_learner
+
+rng = np.random.default_rng(5)
+n = 4000
+b = ExampleBatch.from_arrays(rng.integers(1, 300, n), rng.integers(1, 200, n),
+                             rng.integers(0, 2, n).astype(np.float32) * 4 + 1)
+digest = hashlib.sha256()
+for model in ("bpr", "biased_mf"):
+    learner = make_learner(LearnerConfig(model=model, n_factors=8, strategy="micro_batch",
+                                         micro_batch_size=64, optimizer="sgd"), 300, 200, 8)
+    learner.learn(b)
+    for name, array in sorted(learner.arrays.items()):
+        digest.update(name.encode() + array.tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.slow  # compiles two micro-batch kernels in a fresh cache
+def test_kernels_compiled_or_loaded_from_the_cache_learn_the_same(tmp_path: Path) -> None:
+    # The first process compiles the kernels and writes numba's cache, the second loads
+    # them. They differed in the last bits (BPR micro-batch SGD) while apply_slots was a
+    # separate compiled function: a process that compiled the kernel called apply_slots'
+    # own code, one that loaded it ran the copy linked into the kernel. A recovery replay
+    # in a restarted service must be the same run either way.
+    root = Path(service.__file__).resolve().parents[1]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+    runs = [subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                           check=True, env=env, cwd=root).stdout.strip() for _ in range(2)]
+    assert runs[0] == runs[1]

@@ -218,3 +218,39 @@ def test_fm_binary_micro_batch_moves_no_coordinate_more_than_one_step() -> None:
     dV = np.abs(model.arrays["factors"] - V)
     assert dW.max() <= eta * (1 + 1e-5) and dV.max() <= eta * (1 + 1e-5)
     assert dW.max() >= eta * 0.99  # the shared linear weights did take a full step
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
+@pytest.mark.parametrize("make", [
+    lambda s, o: BiasedMF(40, 30, n_factors=4, strategy=s, optimizer=o),
+    lambda s, o: BPR(40, 30, n_factors=4, strategy=s, optimizer=o),
+    lambda s, o: FM(40, 30, feature_bits=6, n_factors=4, strategy=s, optimizer=o),
+], ids=["biased_mf", "bpr", "fm"])
+def test_micro_batch_leaves_its_slots_empty_and_their_buffers_zero(make: Any,
+                                                                   optimizer: str) -> None:
+    # claim_row does not clear a new slot's buffers: every kernel must leave them zero,
+    # rejected rows (absurd weights, then an overflowing score) included.
+    from service.learners.optim import Optimizer
+
+    rng = np.random.default_rng(7)
+    n = 600
+    weight = np.ones(n, dtype=np.float32)
+    weight[::50] = 3e38
+    b = ExampleBatch.from_arrays(rng.integers(1, 40, n), rng.integers(1, 30, n),
+                                 rng.integers(1, 6, n), weight=weight)
+    model = make(MicroBatch(32), Optimizer(kind=optimizer, learning_rate=0.05))
+    # An item row whose gradient sums overflow: its row steps are rejected (with SGD;
+    # AdaGrad's overflowing sum of squares makes its steps zero instead, for BPR).
+    factors = model.arrays["item_factors" if "item_factors" in model.arrays else "factors"]
+    factors[41 if "factors" in model.arrays else 1] = 3e37
+    _, stats = model.learn(b)
+    assert stats.n_skipped_nonfinite > 0 or optimizer == "adagrad"
+    scratch = model._scratch if hasattr(model, "_scratch") else None
+    if scratch is not None:
+        maps = (scratch.users._slot, scratch.items._slot)
+        buffers = scratch._buffers[:4]
+    else:
+        maps = (model._slots._slot,)
+        buffers = model._buffers[:2]
+    assert all((m == -1).all() for m in maps)
+    assert all((buf == 0).all() for buf in buffers)
