@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,11 +107,30 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+class SettingsError(ValueError):
+    """The settings are invalid: the message names each variable and what is wrong."""
+
+
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
-    """Settings from the environment, ``config_file`` (TOML) and keyword overrides."""
+    """Settings from the environment, ``config_file`` (TOML) and keyword overrides.
+
+    Raises :class:`SettingsError` naming every invalid or unknown setting by its
+    environment variable (a misspelt one is refused, not silently ignored).
+    """
     if config_file is not None:
         os.environ[CONFIG_FILE_ENV] = config_file
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            var = "FRESHREC_" + "__".join(str(part).upper() for part in error["loc"])
+            what = ("no such setting" if error["type"] == "extra_forbidden"
+                    else error["msg"])
+            lines.append(f"  {var}: {what} (got {error.get('input')!r:.80})")
+        raise SettingsError(
+            "invalid settings:\n" + "\n".join(lines)
+            + "\n`freshrec settings` lists every setting with its default") from None
 
 
 def settings_rows(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CheckpointConfig(BaseModel):
@@ -14,6 +14,9 @@ class CheckpointConfig(BaseModel):
     that is exactly once either way), so the defaults favour time over event counts:
     a busy stream is not slowed down by checkpointing every few thousand events.
     """
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     every_events: int = Field(default=1_000_000, ge=1,
                               description="Checkpoint after this many consumed events.")

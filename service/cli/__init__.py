@@ -48,7 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    from service.config import SettingsError
+
+    try:
+        result: int = args.func(args)
+    except SettingsError as exc:
+        print(f"freshrec: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Reaction = Literal["alert", "adapt", "reset"]
 
@@ -37,6 +37,9 @@ class AdwinConfig(BaseModel):
     million events on Jester.
     """
 
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = Field(True, description="Run ADWIN on the per-example loss.")
     delta: float = Field(1e-4, gt=0, lt=1, description="Significance value.")
     clock: int = Field(32, ge=1, description="Check for a change every this many events.")
@@ -57,6 +60,9 @@ class AdwinConfig(BaseModel):
 
 class PageHinkleyConfig(BaseModel):
     """Page-Hinkley on the progressive loss stream."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run Page-Hinkley on the per-example loss.")
     min_instances: int = Field(30, ge=1, description="Events before any detection.")
@@ -93,6 +99,9 @@ class PageHinkleyConfig(BaseModel):
 
 class PsiConfig(BaseModel):
     """Population stability index on inputs, item popularity and predictions."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run the PSI detectors.")
     threshold: float = Field(0.25, gt=0, description="PSI above which drift is reported.")
@@ -150,6 +159,9 @@ class PsiConfig(BaseModel):
 
 class DriftConfig(BaseModel):
     """Drift detectors on loss, inputs and predictions."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run the drift detectors.")
     adwin: AdwinConfig = Field(default_factory=AdwinConfig)  # type: ignore[arg-type]

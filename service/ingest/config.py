@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Consumer properties freshrec's exactly-once protocol depends on: not overridable.
 MANAGED_CONSUMER_PROPERTIES = frozenset({
@@ -13,6 +13,9 @@ MANAGED_CONSUMER_PROPERTIES = frozenset({
 
 class KafkaConfig(BaseModel):
     """Where events come from and where rejected ones go."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers (the local stack's by default)."

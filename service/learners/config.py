@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LearnerConfig(BaseModel):
     """Which online model to train and how."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     model: Literal["biased_mf", "fm", "ftrl", "bpr", "sklearn"] = Field(
         default="biased_mf", description="Model type."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Encoding = Literal["vocabulary", "hashing"]
 MissingPolicy = Literal["indicator", "skip"]
@@ -23,6 +23,9 @@ DAY_MS = 24 * HOUR_MS
 
 class PreprocessConfig(BaseModel):
     """Dedup, id encoding and label settings."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     dedup_window_events: int = Field(
         default=1_000_000, ge=0, description="Most event ids remembered for dedup (0 disables)."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ScaleConfig(BaseModel):
@@ -15,6 +15,9 @@ class ScaleConfig(BaseModel):
     shared parameters (item rows, hashed features, global statistics) through the object
     store every ``merge_interval_s``.
     """
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     shards: int = Field(
         default=1, ge=1, le=1024,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class SnapshotConfig(BaseModel):
     """When candidates are published, and how they are gated."""
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     every_events: int = Field(
         default=500_000, ge=1, description="Consider publishing after this many applied events."

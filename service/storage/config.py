@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,9 @@ class StorageConfig(BaseModel):
     default, needs nothing else) or ``s3://bucket/prefix`` with ``endpoint_url`` and
     credentials for an S3-compatible server.
     """
+
+    # A misspelt setting (FRESHREC_LEARNER__N_FACTOR) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         default="file://./freshrec-data", description="file:// folder or s3://bucket/prefix."
