@@ -31,13 +31,16 @@ from service.learners.optim import (
     ADAGRAD_EPS,
     FASTMATH,
     Optimizer,
+    all_finite,
     clip,
     finite,
     scheduled_lr,
-    step,
+    step_at,
+    store,
+    store_row,
 )
 from service.learners.rng import STREAM_ITEMS, STREAM_USERS, fill_init, init_rows, uniform_int
-from service.learners.row_slots import FactorScratch, apply_slots
+from service.learners.row_slots import FactorScratch, apply_slots, tally
 from service.learners.strategies import Strategy
 
 F32 = npt.NDArray[np.float32]
@@ -51,6 +54,25 @@ def _score(bi: F32, P: F32, Q: F32, u: int, i: int) -> float:
     for f in range(P.shape[1]):
         dot += P[u, f] * Q[i, f]
     return bi[i] + dot
+
+
+@njit(cache=True, inline="always")
+def _negative(rng: U64, n_neg: int, i: int) -> int:
+    """The negative of a pair with positive ``i``: uniform over the item rows
+    ``1 .. n_neg - 1`` other than ``i``, drawn from the model's sampler ``rng`` (per event
+    and micro-batch draw the same stream)."""
+    j = uniform_int(rng, 1, n_neg - 1)
+    if j >= i:
+        j += 1
+    return j
+
+
+@njit(cache=True, inline="always")
+def _pair_gradient(x: float, w: float, clip_g: float) -> float:
+    """The loss gradient of a pair whose score difference is ``x = x_ui - x_uj``, with
+    weight ``w``: ``d(-w ln sigmoid(x))/dx = -w sigmoid(-x)``, clipped; below -30 the
+    sigmoid is 1 to double precision (and ``exp(-x)`` could overflow)."""
+    return clip(-w / (1.0 + math.exp(x)) if x > -30 else -w, clip_g)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -77,52 +99,35 @@ def _learn_events(
         out[n] = xi
         yn = y[n]
         wn = w[n]
-        if not (finite(yn) and finite(wn) and finite(xi)):
+        if not all_finite(yn, wn, xi):
             skipped += 1
             continue
         if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
             continue
-        j = uniform_int(rng, 1, n_neg - 1)
-        if j >= i:
-            j += 1  # uniform over rows 1..n_neg-1 except i
-        x = xi - _score(bi, P, Q, u, j)
-        # d(-ln sigmoid(x))/dx = -sigmoid(-x)
-        g = clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g)
+        j = _negative(rng, n_neg, i)
+        g = _pair_gradient(xi - _score(bi, P, Q, u, j), wn, clip_g)
         eta = scheduled_lr(lr, power_t, t0 + updates)
-        nbi, nabi = step(bi[i], g + l2_bias * bi[i], abi[i] if adagrad else 0.0, eta, adagrad)
-        nbj, nabj = step(bi[j], -g + l2_bias * bi[j], abi[j] if adagrad else 0.0, eta,
-                         adagrad)
+        nbi, nabi = step_at(bi[i], g, l2_bias, abi, i, eta, adagrad)
+        nbj, nabj = step_at(bi[j], -g, l2_bias, abi, j, eta, adagrad)
         total = nbi + nbj
         for f in range(k):
             pu = P[u, f]
             qi = Q[i, f]
             qj = Q[j, f]
             if u != 0:
-                tp[f], tap[f] = step(pu, g * (qi - qj) + l2 * pu,
-                                     aP[u, f] if adagrad else 0.0, eta, adagrad)
-            tq[f], taq[f] = step(qi, g * pu + l2 * qi, aQ[i, f] if adagrad else 0.0, eta,
-                                 adagrad)
-            tj[f], taj[f] = step(qj, -g * pu + l2 * qj, aQ[j, f] if adagrad else 0.0, eta,
-                                 adagrad)
+                tp[f], tap[f] = step_at(pu, g * (qi - qj), l2, aP, (u, f), eta, adagrad)
+            tq[f], taq[f] = step_at(qi, g * pu, l2, aQ, (i, f), eta, adagrad)
+            tj[f], taj[f] = step_at(qj, -g * pu, l2, aQ, (j, f), eta, adagrad)
             total += tq[f] + tj[f] + (tp[f] if u != 0 else 0.0)
         if not finite(total):
             skipped += 1
             continue
-        bi[i] = nbi
-        bi[j] = nbj
-        if adagrad:
-            abi[i] = nabi
-            abi[j] = nabj
-        for f in range(k):
-            if u != 0:
-                P[u, f] = tp[f]
-            Q[i, f] = tq[f]
-            Q[j, f] = tj[f]
-            if adagrad:
-                if u != 0:
-                    aP[u, f] = tap[f]
-                aQ[i, f] = taq[f]
-                aQ[j, f] = taj[f]
+        store(bi, abi, i, nbi, nabi, adagrad)
+        store(bi, abi, j, nbj, nabj, adagrad)
+        if u != 0:
+            store_row(P, aP, u, tp, tap, adagrad)
+        store_row(Q, aQ, i, tq, taq, adagrad)
+        store_row(Q, aQ, j, tj, taj, adagrad)
         updates += 1
     return updates, skipped
 
@@ -182,16 +187,13 @@ def _learn_segments(
             out[n] = xi
             yn = y[n]
             wn = w[n]
-            if not (finite(yn) and finite(wn) and finite(xi)):
+            if not all_finite(yn, wn, xi):
                 skipped += 1
                 continue
             if wn <= 0.0 or yn <= 0.0 or i == 0 or n_neg < 3:
                 continue
-            j = uniform_int(rng, 1, n_neg - 1)
-            if j >= i:
-                j += 1
-            x = xi - _score(bi, P, Q, u, j)
-            g = np.float32(clip(-wn / (1.0 + math.exp(x)) if x > -30 else -wn, clip_g))
+            j = _negative(rng, n_neg, i)
+            g = np.float32(_pair_gradient(xi - _score(bi, P, Q, u, j), wn, clip_g))
             if not finite(g):
                 skipped += 1
                 continue
@@ -232,13 +234,11 @@ def _learn_segments(
             nabi = np.float32(0.0)
             nbj = np.float32(0.0)
             nabj = np.float32(0.0)
+            # The factor rows' steps stay written out, the AdaGrad and SGD loops apart
+            # (float32, so that each vectorises): through step_at, AdaGrad ran 3% slower
+            # with the loops apart and 16% slower with one loop branching per factor.
             if sis < 0:
-                gr = g + l2b * bi[i]
-                if adagrad:
-                    nabi = abi[i] + gr * gr
-                    nbi = bi[i] - rate * gr / (np.sqrt(nabi) + eps)
-                else:
-                    nbi = bi[i] - rate * gr
+                nbi, nabi = step_at(bi[i], g, l2b, abi, i, rate, adagrad, eps)
                 total += nbi
                 if adagrad:
                     for f in range(k):
@@ -254,12 +254,7 @@ def _learn_segments(
                         tq[f] = q - rate * (g * P[u, f] + l2f * q)
                         total += tq[f]
             if sjs < 0:
-                gr = -g + l2b * bi[j]
-                if adagrad:
-                    nabj = abi[j] + gr * gr
-                    nbj = bi[j] - rate * gr / (np.sqrt(nabj) + eps)
-                else:
-                    nbj = bi[j] - rate * gr
+                nbj, nabj = step_at(bi[j], -g, l2b, abi, j, rate, adagrad, eps)
                 total += nbj
                 if adagrad:
                     for f in range(k):
@@ -328,27 +323,13 @@ def _learn_segments(
                             gq = g * P[u, f]
                             GQ2[sjs, f] += gq * gq
                 if sis < 0:
-                    bi[i] = nbi
-                    for f in range(k):
-                        Q[i, f] = tq[f]
-                    if adagrad:
-                        abi[i] = nabi
-                        for f in range(k):
-                            aQ[i, f] = taq[f]
+                    store(bi, abi, i, nbi, nabi, adagrad)
+                    store_row(Q, aQ, i, tq, taq, adagrad)
                 if sjs < 0:
-                    bi[j] = nbj
-                    for f in range(k):
-                        Q[j, f] = tj[f]
-                    if adagrad:
-                        abi[j] = nabj
-                        for f in range(k):
-                            aQ[j, f] = taj[f]
+                    store(bi, abi, j, nbj, nabj, adagrad)
+                    store_row(Q, aQ, j, tj, taj, adagrad)
                 if user_once:
-                    for f in range(k):
-                        P[u, f] = tp[f]
-                    if adagrad:
-                        for f in range(k):
-                            aP[u, f] = tap[f]
+                    store_row(P, aP, u, tp, tap, adagrad)
             # Once-touched rows are done with: their map entries go back to -1.
             if sis < 0:
                 slot_i[i] = -1
@@ -362,10 +343,7 @@ def _learn_segments(
                           adagrad, False, 0.0, 0.0, l2, tmpa)
         rej += apply_slots(slot_i, rows_i, cnt_i, ni, gbi, gbi2, GQ, GQ2, bi, Q, abi, aQ,
                            eta, adagrad, True, 0.0, l2_bias, l2, tmpa)
-        # A rejected step counts as one skipped example (at most the mini-batch's).
-        rejected = min(rejected + rej, learned)
-        updates += learned - rejected
-        skipped += rejected
+        updates, skipped = tally(updates, skipped, learned, rejected + rej)
     return updates, skipped
 
 

@@ -35,11 +35,14 @@ from service.learners.layout import RowSpan
 from service.learners.optim import (
     FASTMATH,
     Optimizer,
+    all_finite,
     clip,
     finite,
     scheduled_lr,
     soft_threshold,
-    step,
+    step_at,
+    store,
+    store_row,
 )
 from service.learners.rng import (
     STREAM_FEATURES,
@@ -48,7 +51,7 @@ from service.learners.rng import (
     fill_init,
     init_rows,
 )
-from service.learners.row_slots import RowSlots, apply_slots, claim_row
+from service.learners.row_slots import RowSlots, add_gradient, apply_slots, claim_row, tally
 from service.learners.strategies import Strategy
 from service.learners.target_stats import clip_prediction, mean, new_stats, observe
 
@@ -146,7 +149,7 @@ def _learn_events(
         out[n] = _output(raw, binary, stats)
         yn = y[n]
         wn = w[n]
-        if not (finite(yn) and finite(wn) and finite(raw)):
+        if not all_finite(yn, wn, raw):
             skipped += 1
             continue
         if wn <= 0.0:
@@ -157,14 +160,13 @@ def _learn_events(
         for j in range(m):
             r = rows[j]
             x = xs[j]
-            tW[j], taW[j] = step(W[r], g * x + l2_w * W[r], aW[r] if adagrad else 0.0, eta,
-                                 adagrad)
+            tW[j], taW[j] = step_at(W[r], g * x, l2_w, aW, r, eta, adagrad)
             tW[j] = soft_threshold(tW[j], eta * l1)
             total += tW[j]
             for f in range(k):
                 v = V[r, f]
-                tV[j, f], taV[j, f] = step(v, g * x * (s[f] - v * x) + l2_v * v,
-                                           aV[r, f] if adagrad else 0.0, eta, adagrad)
+                tV[j, f], taV[j, f] = step_at(v, g * x * (s[f] - v * x), l2_v, aV, (r, f),
+                                              eta, adagrad)
                 total += tV[j, f]
         if not finite(total):
             skipped += 1
@@ -172,13 +174,8 @@ def _learn_events(
         w0[0] -= eta * g
         for j in range(m):
             r = rows[j]
-            W[r] = tW[j]
-            if adagrad:
-                aW[r] = taW[j]
-            for f in range(k):
-                V[r, f] = tV[j, f]
-                if adagrad:
-                    aV[r, f] = taV[j, f]
+            store(W, aW, r, tW[j], taW[j], adagrad)
+            store_row(V, aV, r, tV[j], taV[j], adagrad)
         if not binary:
             observe(stats, yn, wn)
         updates += 1
@@ -212,7 +209,7 @@ def _learn_segments(
             out[n] = _output(raw, binary, stats)
             yn = y[n]
             wn = w[n]
-            if not (finite(yn) and finite(wn) and finite(raw)):
+            if not all_finite(yn, wn, raw):
                 skipped += 1
                 continue
             if wn <= 0.0:
@@ -226,8 +223,7 @@ def _learn_segments(
                 x = xs[j]
                 sl, nt = claim_row(slot, srows, cnt, r, nt)
                 gx = g * x
-                gW[sl] += gx
-                gW2[sl] += gx * gx
+                add_gradient(gW, gW2, sl, gx)
                 if adagrad:
                     for f in range(k):
                         gv = gx * (s[f] - V[r, f] * x)
@@ -252,10 +248,7 @@ def _learn_segments(
         rejected = apply_slots(slot, srows, cnt, nt, gW, gW2, GV, GV2, W, V, aW, aV, eta,
                                adagrad, True, l1, l2_w, l2_v, tmpa,
                                eta if binary else 0.0)
-        # A rejected row step counts as one skipped example (at most the mini-batch's).
-        rejected = min(rejected, learned)
-        updates += learned - rejected
-        skipped += rejected
+        updates, skipped = tally(updates, skipped, learned, rejected)
     return updates, skipped
 
 

@@ -15,6 +15,22 @@ validates them once, at construction.
   the kernels' finite check (:func:`finite`) this is what keeps a model from ever
   becoming NaN.
 
+The kernels' helpers (here, in :mod:`~service.learners.row_slots` and in each model) are
+``inline="always"``, for two measured reasons. A helper compiled on its own is called,
+not inlined, by LLVM once it has a loop, and a process that compiled the kernel then
+ran the helper's own code while one that loaded the kernel from numba's cache ran the
+copy linked into it, which differed in the last bits (``apply_slots`` did). And an
+inlined helper that takes arrays is not always free: numba copies its array arguments,
+and the reference counting of the copies is pruned in some shapes of code only
+(``claim_row`` clearing a new slot in a loop under a branch cost ten atomic operations
+per example and two thirds of BiasedMF's micro-batch time, ``row_slots`` notes; the
+same clearing through a nested helper, a loop over a factor row, or ``_gather`` in
+FTRL's micro-batch kernel left such calls too, :func:`store_row` does not). A new helper
+in a hot loop is checked in the kernel's optimised IR (``inspect_llvm``): no
+``NRT_incref``/``NRT_decref`` call outside the kernel's entry and exits. So
+:func:`step_at` and :func:`store` serve coordinates inside the kernels' own loops, and
+the micro-batch kernels' factor loops are written out.
+
 References
 ----------
 Duchi, Hazan and Singer (2011). Adaptive subgradient methods for online learning and

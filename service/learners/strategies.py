@@ -29,6 +29,39 @@
 Mini-batches never straddle two ``learn`` calls: the runtime's poll batch is already a
 natural boundary, and holding examples back across polls would delay learning.
 
+What a mini-batch costs in accuracy is mostly not its step but that its parameters are
+frozen while it is scored. On MovieLens, sorted by time, a mini-batch of 256 holds a
+handful of users rating dozens of films each in one session (on 100k 8 users on
+average, the busiest rating 121 films; items rarely repeat), and every one of a user's
+ratings in it is
+predicted with the user's row from before the session. Learning per event but scoring
+each mini-batch with the parameters at its start gives BiasedMF an RMSE of 1.0153 on
+MovieLens 100k, against 0.9566 per event and 1.0158 for the micro-batch step (sizes 64
+and 16: 0.9892 and 0.9716, micro-batch 0.9908 and 0.9713); on 488k ratings of
+MovieLens 1M 0.9361 against 0.9055 and 0.9398. FM's micro-batch is better than that
+bound (1.0139 against 1.0994 on 100k). No step rule recovers what the frozen scores do
+not see: smaller mini-batches do, and they stay fast (BiasedMF micro-batch of 16: 15M
+events/s on 100k, 3.6 times per event, RMSE +1.5%; +0.6% on the 1M sample; FM +1.3%
+and -1.3% at 1.9 times per event). Two AdaGrad step rules were measured against the
+one :func:`~service.learners.row_slots.apply_slots` takes and rejected:
+
+* the per-event sequence of steps with the gradients frozen, ``sum_j g_j / sqrt(A0 +
+  sum_{l<=j} g_l^2)`` per row (SGD: the summed gradient): a row seen ``c`` times moves
+  up to ``2 eta sqrt(c)``, twice the summed step, where per event the later gradients
+  shrink as the row fits. RMSE on MovieLens 100k 1.0392 (BiasedMF), 1.0397 (FM), SGD
+  BiasedMF 1.0757 against 1.0217; on the 1M sample 0.9524 against 0.9398; log loss on
+  the Criteo head FM binary 0.5062 against 0.5070 with its step bound, 1.0006 without;
+  slightly better on the generated ``ratings`` stream (0.7573 against 0.7584);
+* an accumulator grown by the square of the summed gradient (as AdaRevision does for
+  delayed gradients, McMahan and Streeter 2014), which bounds a mini-batch's step by
+  ``eta`` when its gradients agree: learns too slowly, RMSE 1.0305 (BiasedMF) and 1.0256
+  (FM) on 100k, log loss 0.5290 on the Criteo head.
+
+References
+----------
+McMahan and Streeter (2014). Delay-tolerant algorithms for asynchronous distributed
+online learning. NIPS.
+
 Example
 -------
 >>> import numpy as np
@@ -120,7 +153,11 @@ class MicroBatch:
     Parameters
     ----------
     size
-        Most examples per mini-batch.
+        Most examples per mini-batch. The parameters are frozen while a mini-batch is
+        scored, which on streams of sessions (a user's ratings one after another) costs
+        accuracy in proportion to the size (see the module's notes: RMSE +1.5% at 16,
+        +3.6% at 64, +6.2% at 256 on MovieLens 100k for BiasedMF), while the kernels'
+        throughput barely depends on it.
     interval_ms
         Longest event-time span of a mini-batch (0: no time limit).
     """

@@ -263,6 +263,47 @@ def test_micro_batch_is_about_as_accurate_as_per_event_on_a_short_stream(make: A
     assert micro <= per_event * 1.03, (micro, per_event)
 
 
+def _sessions(n: int, seed: int = 4) -> tuple[ExampleBatch, int]:
+    """Users arriving one session at a time (10-80 ratings each), as MovieLens in time
+    order: a mini-batch holds a few users, each many times."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(10, 80, n // 10)
+    users = np.repeat(np.arange(1, len(lengths) + 1), lengths)[:n]
+    items = np.minimum(rng.zipf(1.3, n), 299)
+    ub, ib = rng.normal(0, 0.7, len(lengths) + 1), rng.normal(0, 0.5, 300)
+    y = np.clip(3.5 + ub[users] + ib[items] + rng.normal(0, 0.5, n), 1, 5)
+    return ExampleBatch.from_arrays(users, items, y, ts_ms=np.arange(n)), len(lengths) + 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda n, s: BiasedMF(n, 300, n_factors=4, strategy=s),
+    lambda n, s: FM(n, 300, feature_bits=4, n_factors=4, strategy=s),
+], ids=["biased_mf", "fm"])
+def test_micro_batch_is_as_accurate_as_per_event_learning_scored_frozen(make: Any) -> None:
+    # On sessions the micro-batch loses to per event (RMSE 0.845 against 0.575) because
+    # a user's ratings in a mini-batch are all scored before any is learned from. That is
+    # the bound of a frozen mini-batch, whatever its step: per-event learning scored with
+    # each mini-batch's starting parameters loses as much (BiasedMF 0.838, FM 0.941).
+    # The micro-batch step must stay at that bound (strategies' notes: a step rule that
+    # moved popular rows further was worse).
+    batch, n_users = _sessions(20_000)
+    size = 256
+    after = slice(size, None)  # the first mini-batch is scored untrained either way
+    per_event = make(n_users, PerEvent())
+    frozen = np.empty(len(batch), dtype=np.float32)
+    for start in range(0, len(batch), size):
+        part = batch.select((np.arange(len(batch)) >= start)
+                            & (np.arange(len(batch)) < start + size))
+        frozen[start : start + size] = per_event.predict(part)
+        per_event.learn(part)
+    micro, _ = make(n_users, MicroBatch(size)).learn(batch)
+
+    def rmse(preds: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((preds[after] - batch.y[after]) ** 2)))
+
+    assert rmse(micro) <= rmse(frozen) * 1.02, (rmse(micro), rmse(frozen))
+
+
 def test_a_checkpoint_that_raises_is_logged_and_retried_not_fatal() -> None:
     def broken() -> None:
         raise ValueError("planted: the state copy failed")
