@@ -84,6 +84,10 @@ class Settings(BaseSettings):
             self.preprocess = pre.model_copy(update={"task": implied})
         if model in ("fm", "sklearn") and self.learner.task == "auto":
             self.learner = self.learner.model_copy(update={"task": self.preprocess.task})
+        if self.scale.shards > 1 and self.learner.shadows is None:
+            # Shadow learners are not sharded: a sharded run's default is the model alone
+            # (an explicit shadows > 0 is refused when the pipeline starts, with the fix).
+            self.learner = self.learner.model_copy(update={"shadows": 0})
         return self
 
     @classmethod

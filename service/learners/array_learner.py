@@ -13,6 +13,7 @@ Subclasses implement the model: ``_allocate``, ``_initialise``, ``row_spans``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, ClassVar, Self
 
@@ -246,6 +247,22 @@ class ArrayLearner:
         items, scored by their interaction count. ``exclude_seen`` leaves out the user's
         recent items; ``exclude`` adds more rows to leave out.
         """
+        return self.rank_items(self._item_scores, user, k, exclude, exclude_seen)
+
+    def rank_items(
+        self,
+        item_scores: Callable[[int], FloatArray],
+        user: int,
+        k: int = 10,
+        exclude: IntArray | None = None,
+        exclude_seen: bool = True,
+    ) -> tuple[IntArray, FloatArray]:
+        """:meth:`recommend` with the item scores of ``item_scores(user)``.
+
+        Shared by models that score items their own way on this learner's interactions
+        (the shadow stack combines its members' scores), so that the rules for what is
+        left out and for users with no history live in one place.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         user = int(user)
@@ -259,7 +276,7 @@ class ArrayLearner:
         if not self.interactions.is_known(user):
             rows = self.interactions.popular(k, dropped)
             return rows, self.interactions.item_count[rows].astype(np.float32)
-        scores = self._item_scores(user).astype(np.float32, copy=True)
+        scores = item_scores(user).astype(np.float32, copy=True)
         scores[dropped] = -np.inf
         scores[~np.isfinite(scores)] = -np.inf
         rows = top_k(scores, k)

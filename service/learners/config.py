@@ -80,6 +80,14 @@ class LearnerConfig(BaseModel):
     ftrl_beta: float = Field(default=1.0, ge=0, description="FTRL beta.")
     ftrl_l1: float = Field(default=0.1, ge=0, description="FTRL L1.")
     ftrl_l2: float = Field(default=1.0, ge=0, description="FTRL L2.")
+    shadows: int | None = Field(
+        default=None, ge=0, le=3,
+        description=(
+            "Shadow learners beside the main model, combined by online stacking (0: the "
+            "main model alone; None: the measured default, 3 for biased_mf, 0 for the "
+            "others)."
+        ),
+    )
     eval_window: int = Field(
         default=10_000, ge=1, description="Window of the windowed progressive metrics."
     )

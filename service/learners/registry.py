@@ -21,12 +21,50 @@ from service.learners.bpr import BPR
 from service.learners.config import LearnerConfig
 from service.learners.fm import FM
 from service.learners.ftrl import FTRL
+from service.learners.optim import Optimizer
 from service.learners.sklearn_adapter import SklearnSGD
+from service.learners.stacking import ShadowStack
 from service.learners.strategies import MicroBatch, PerEvent, Strategy, WindowRetrain
 
 MODELS: dict[str, Any] = {
-    cls.model_type: cls for cls in (BiasedMF, FM, FTRL, BPR, SklearnSGD, WindowRetrain)
+    cls.model_type: cls
+    for cls in (BiasedMF, FM, FTRL, BPR, SklearnSGD, WindowRetrain, ShadowStack)
 }
+
+# The shadows each model gets, in order (``learner.shadows`` takes the first ones): their
+# hyperparameters differ from the main model's where the members' errors differ most.
+# Chosen by greedy forward selection with the online stack on MovieLens 100k and 1M in
+# time order (docs/quality.md): a plain-SGD model with River's initialisation, a model of
+# biases alone, and a small AdaGrad model with strong L2.
+SHADOWS: dict[str, tuple[dict[str, Any], ...]] = {
+    "biased_mf": (
+        {"n_factors": 10, "init_std": 0.1,
+         "optimizer": Optimizer(kind="sgd", learning_rate=0.1, l2=0.0, clip_gradient=10.0)},
+        {"n_factors": 1, "init_std": 0.0,
+         "optimizer": Optimizer(kind="adagrad", learning_rate=0.05, l2=0.0,
+                                clip_gradient=10.0)},
+        {"n_factors": 10,
+         "optimizer": Optimizer(kind="adagrad", learning_rate=0.2, l2=0.05,
+                                clip_gradient=10.0)},
+    ),
+}
+
+
+def n_shadows(config: LearnerConfig) -> int:
+    """How many shadow learners ``config`` asks for (its measured default when unset)."""
+    if config.shadows is None:
+        return len(SHADOWS.get(config.model, ())) if config.strategy != "window_retrain" else 0
+    if config.shadows > 0:
+        if config.strategy == "window_retrain":
+            raise ValueError("learner.shadows needs strategy per_event or micro_batch; "
+                             "window_retrain is the batch baseline (set shadows=0)")
+        available = len(SHADOWS.get(config.model, ()))
+        if config.shadows > available:
+            raise ValueError(
+                f"learner.model={config.model!r} has {available} measured shadow "
+                f"learners, not {config.shadows}; set FRESHREC_LEARNER__SHADOWS to at "
+                f"most {available}")
+    return config.shadows
 
 
 def _optimizer(config: LearnerConfig, cls: Any, task: str | None) -> Any:
@@ -81,6 +119,15 @@ def make_learner(
                       l2=config.ftrl_l2)
     kwargs["optimizer"] = _optimizer(config, cls, task)
     learner: Learner = cls(n_users, n_items, feature_bits, **kwargs)
+    shadows = n_shadows(config)
+    if shadows:
+        # Shadows keep no seen-items rings: recommendations use the main model's.
+        members = [learner] + [
+            cls(n_users, n_items, feature_bits,
+                **(kwargs | {"seed": config.seed + k + 1, "seen_per_user": 0} | shadow))
+            for k, shadow in enumerate(SHADOWS[config.model][:shadows])
+        ]
+        return ShadowStack(members)
     if config.strategy == "window_retrain":
         return WindowRetrain(learner, window=config.window_size, every=config.retrain_every,
                              epochs=config.retrain_epochs)

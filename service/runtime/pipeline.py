@@ -37,6 +37,7 @@ from service.examples import ExampleBatch
 from service.learners import learner_from_state, make_learner
 from service.learners.base import Learner, ModelState
 from service.learners.optim import Optimizer
+from service.learners.registry import n_shadows
 from service.learners.strategies import MicroBatch
 from service.preprocess import Preprocessor
 from service.scaleout import SharedParameters, check_shardable
@@ -205,7 +206,8 @@ class Pipeline:
         scale = settings.scale
         if scale.shards > 1:
             pre = settings.preprocess
-            check_shardable(settings.learner.model, pre.user_encoding, pre.item_encoding)
+            check_shardable(settings.learner.model, pre.user_encoding, pre.item_encoding,
+                            n_shadows(settings.learner))
             self.shared = SharedParameters(
                 scale.shard, scale.shards,
                 "id" if pre.item_encoding == "vocabulary" else "row")
@@ -542,10 +544,16 @@ class Pipeline:
         due = self._reset_point is None or now // every > self._reset_point_at // every
         if not due or not quiet or not self.learner.is_finite():
             return
-        point = self.learner.get_state()
         if self._base_optimizer is not None:
-            # Taken while an 'adapt' boost runs: the copy learns at the base rate.
-            point.config = {**point.config, "optimizer": self._base_optimizer.to_dict()}
+            # Taken while an 'adapt' boost runs: the copy learns at the base rate (set
+            # through the learner, which knows where its optimisers live).
+            learner: Any = self.learner
+            boosted = learner.optimizer
+            learner.optimizer = self._base_optimizer
+            point = learner.get_state()
+            learner.optimizer = boosted
+        else:
+            point = self.learner.get_state()
         self._reset_point, self._reset_point_at = point, now
         self._recycled_since_point = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 

@@ -116,8 +116,14 @@ class SharedLayout:
         }
 
 
-def check_shardable(model: str, user_encoding: str, item_encoding: str) -> None:
+def check_shardable(model: str, user_encoding: str, item_encoding: str,
+                    shadows: int = 0) -> None:
     """Refuse, with what to change, a configuration whose shards could not agree on rows."""
+    if shadows:
+        raise NotShardable(
+            "shadow learners are not sharded yet (each shard would need every member's "
+            "shared rows): set FRESHREC_LEARNER__SHADOWS=0 to shard, or run one shard"
+        )
     if model == "sklearn":
         raise NotShardable(
             "learner.model='sklearn' keeps its parameters inside scikit-learn, where "

@@ -35,9 +35,10 @@ from service.learners.rng import STREAM_USERS, fill_init
 N_USERS, N_ITEMS, BITS = 40, 30, 6
 
 MODELS = [
-    LearnerConfig(model="biased_mf", n_factors=3),
-    LearnerConfig(model="biased_mf", n_factors=3, optimizer="adagrad", ema_decay=0.7),
-    LearnerConfig(model="biased_mf", n_factors=3, strategy="micro_batch", micro_batch_size=5),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=3),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=3, optimizer="adagrad", ema_decay=0.7),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=3, strategy="micro_batch",
+                  micro_batch_size=5),
     LearnerConfig(model="fm", n_factors=3),
     LearnerConfig(model="fm", n_factors=3, task="binary", optimizer="sgd", ema_decay=0.5),
     LearnerConfig(model="fm", n_factors=3, strategy="micro_batch", micro_batch_size=4),
@@ -279,7 +280,7 @@ def test_version_1_states_still_load(cfg: LearnerConfig) -> None:
 
 
 def test_window_retrain_state_keeps_the_format_version() -> None:
-    cfg = LearnerConfig(model="biased_mf", n_factors=3, strategy="window_retrain",
+    cfg = LearnerConfig(model="biased_mf", shadows=0, n_factors=3, strategy="window_retrain",
                         window_size=200, retrain_every=100)
     model = build(cfg, n_users=400, n_items=300)
     model.learn(make_batch(np.random.default_rng(6), 250, 30, 20))

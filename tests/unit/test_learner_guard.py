@@ -11,9 +11,10 @@ from service.examples import ExampleBatch
 from service.learners import LearnerConfig, make_learner
 
 CONFIGS = [
-    LearnerConfig(model="biased_mf", n_factors=4),
-    LearnerConfig(model="biased_mf", n_factors=4, strategy="micro_batch", micro_batch_size=4),
-    LearnerConfig(model="biased_mf", n_factors=4, optimizer="adagrad"),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=4),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=4, strategy="micro_batch",
+                  micro_batch_size=4),
+    LearnerConfig(model="biased_mf", shadows=0, n_factors=4, optimizer="adagrad"),
     LearnerConfig(model="fm", n_factors=4),
     LearnerConfig(model="fm", n_factors=4, strategy="micro_batch", micro_batch_size=4),
     LearnerConfig(model="fm", n_factors=4, task="binary"),

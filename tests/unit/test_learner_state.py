@@ -99,7 +99,7 @@ def test_window_retrain_round_trip_and_clone() -> None:
 
 
 def test_published_state_is_the_moving_average() -> None:
-    model = build(LearnerConfig(model="biased_mf", n_factors=4, ema_decay=0.9))
+    model = build(LearnerConfig(model="biased_mf", shadows=0, n_factors=4, ema_decay=0.9))
     model.learn(batch(500, 1))
     model.learn(batch(500, 2))
     live = model.get_state()
@@ -112,7 +112,7 @@ def test_published_state_is_the_moving_average() -> None:
 
 
 def test_from_state_rejects_mismatched_arrays() -> None:
-    state = build(LearnerConfig(model="biased_mf", n_factors=4)).get_state()
+    state = build(LearnerConfig(model="biased_mf", shadows=0, n_factors=4)).get_state()
     state.arrays["user_factors"] = np.zeros((3, 4), dtype=np.float32)
     with pytest.raises(ValueError, match="shape"):
         learner_from_state(state)
@@ -122,7 +122,7 @@ def test_from_state_rejects_mismatched_arrays() -> None:
 
 
 def test_reset_rows_reinitialises_recycled_rows_only() -> None:
-    model = build(LearnerConfig(model="biased_mf", n_factors=4))
+    model = build(LearnerConfig(model="biased_mf", shadows=0, n_factors=4))
     model.learn(batch(2000, 1))
     before = model.get_state().arrays
     model.reset_rows(np.array([5]), np.array([7]))
@@ -149,7 +149,7 @@ for model in ("bpr", "biased_mf"):
     learner = make_learner(LearnerConfig(model=model, n_factors=8, strategy="micro_batch",
                                          micro_batch_size=64, optimizer="sgd"), 300, 200, 8)
     learner.learn(b)
-    for name, array in sorted(learner.arrays.items()):
+    for name, array in sorted(learner.get_state().arrays.items()):
         digest.update(name.encode() + array.tobytes())
 print(digest.hexdigest())
 """
