@@ -122,11 +122,17 @@ def make_learner(
     shadows = n_shadows(config)
     if shadows:
         # Shadows keep no seen-items rings: recommendations use the main model's.
-        members = [learner] + [
-            cls(n_users, n_items, feature_bits,
-                **(kwargs | {"seed": config.seed + k + 1, "seen_per_user": 0} | shadow))
-            for k, shadow in enumerate(SHADOWS[config.model][:shadows])
-        ]
+        members: list[Any] = [learner]
+        for k, shadow in enumerate(SHADOWS[config.model][:shadows]):
+            spec = dict(shadow)
+            model = spec.pop("model", config.model)
+            # A shadow of another model type takes none of the main model's
+            # hyperparameters, only what every learner shares.
+            base = kwargs if model == config.model else {
+                name: kwargs[name] for name in ("strategy", "ema_decay")}
+            members.append(MODELS[model](
+                n_users, n_items, feature_bits,
+                **(base | {"seed": config.seed + k + 1, "seen_per_user": 0} | spec)))
         return ShadowStack(members)
     if config.strategy == "window_retrain":
         return WindowRetrain(learner, window=config.window_size, every=config.retrain_every,
