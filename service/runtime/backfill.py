@@ -254,6 +254,7 @@ def backfill(
     report = BackfillReport()
     shown = _Progress(progress, passes)
     losses: list[npt.NDArray[np.float64]] = []
+    per_partition: dict[int, int] = {}  # messages read per partition, as run counts them
     started = time.monotonic()
     n = len(history)
     for batch in _batches(history, kafka.batch_size):
@@ -266,6 +267,9 @@ def backfill(
                 report.rejected += 1
                 report.rejections[r.reason] = report.rejections.get(r.reason, 0) + 1
         report.applied += outcome.n_input - len(outcome.rejected)
+        if batch.partitions is not None:
+            for p, k in zip(*np.unique(batch.partitions, return_counts=True), strict=True):
+                per_partition[int(p)] = per_partition.get(int(p), 0) + int(k)
         if dlq is not None and batch.messages is not None:
             copied = [r for r in outcome.rejected
                       if r.reason != "duplicate" or kafka.dead_letter_duplicates]
@@ -306,6 +310,10 @@ def backfill(
         "consumed": report.messages, "applied": report.applied,
         "rejected": report.rejected, "deduplicated": report.deduplicated,
     }
+    if from_live_topic:
+        # The live topic's own partitions: run goes on counting them.
+        pipeline.extra_state["applied_per_partition"] = {
+            str(p): k for p, k in sorted(per_partition.items())}
     checkpoints.begin_epoch()
     checkpoints.save(pipeline, dict(report.offsets), wait=True)
     # 7. A gated snapshot of the backfilled model.
