@@ -56,8 +56,7 @@ examples:
   freshrec backfill --data events:last-month.jsonl
   freshrec backfill --data movielens:ml-1m/ratings.dat --passes 3 --plot passes.png
   freshrec backfill --data topic:freshrec.events --from-offset 1717200000000
-  freshrec backfill --data parquet:export.parquet \
-      --columns user=uid,item=iid,timestamp=ts,value=rating
+  freshrec backfill --data parquet:export.parquet --columns user=uid,item=iid,value=rating
 """
 
 
@@ -66,7 +65,8 @@ def register(subparsers: Any) -> None:
         "backfill",
         help="train from past events (a file or a topic), then hand over to freshrec run",
         description=(
-            "Runs past events through the service's pipeline as fast as it goes, then "
+            "Runs past events (a file or a topic) through the service's pipeline as fast "
+            "as it goes, optionally for several passes, then "
             "writes a checkpoint of the service group (the model, vocabularies, dedup "
             "window, metric windows and drift detectors) with the live topic's offsets "
             "where the history stops. Settings come from FRESHREC_* variables and "
