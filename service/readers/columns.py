@@ -1,4 +1,4 @@
-"""Any CSV (with a header) or JSON Lines file, read through a column mapping.
+"""Any CSV (with a header), JSON Lines or Parquet file, read through a column mapping.
 
 A :class:`ColumnMapping` says which column holds what. Written on the command line as
 ``key=column`` pairs separated by commas (lists joined with ``+``)::
@@ -58,7 +58,7 @@ import orjson
 
 from service.readers.interactions import IMPLICIT_TYPES, MAPS, Interactions, Kind
 
-Format = Literal["csv", "jsonl"]
+Format = Literal["csv", "jsonl", "parquet"]
 TimeUnit = Literal["auto", "s", "ms", "iso"]
 
 DEFAULT_EVENTS: dict[str, str] = {
@@ -171,7 +171,11 @@ class ColumnMapping:
         return [c for c in named if c] + [c for cols in self.features.values() for c in cols]
 
 
-def _records(path: Path, fmt: Format, limit: int | None) -> Iterator[tuple[int, dict[str, Any]]]:
+def _records(path: Path, fmt: Format, limit: int | None, wanted: list[str]
+             ) -> Iterator[tuple[int, dict[str, Any]]]:
+    if fmt == "parquet":
+        yield from _parquet_records(path, limit, wanted)
+        return
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         if fmt == "csv":
             for n, row in enumerate(csv.DictReader(fh)):
@@ -193,6 +197,41 @@ def _records(path: Path, fmt: Format, limit: int | None) -> Iterator[tuple[int, 
                 raise ValueError(f"{path}:{line_no}: each line must be one JSON object")
             n += 1
             yield line_no, record
+
+
+def _parquet_records(path: Path, limit: int | None, wanted: list[str]
+                     ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a Parquet file (only the ``wanted`` columns are read), numbered from 1.
+
+    Parquet timestamp columns come as epoch milliseconds (a timestamp without a zone is
+    taken as UTC, Parquet's convention for instants), so ``time_unit`` stays ``auto``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a Parquet file ({exc})") from exc
+    names = file.schema_arrow.names
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ValueError(f"{path}: no column {missing}; the file has {names[:20]}: fix "
+                         "--columns")
+    n = 0
+    for batch in file.iter_batches(batch_size=65_536, columns=list(dict.fromkeys(wanted))):
+        columns: dict[str, list[Any]] = {}
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            if pa.types.is_timestamp(column.type):
+                column = pc.cast(pc.cast(column, pa.timestamp("ms", tz=column.type.tz)),
+                                 pa.int64())
+            columns[name] = column.to_pylist()
+        for k in range(batch.num_rows):
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            yield n, {name: values[k] for name, values in columns.items()}
 
 
 def _number(v: Any) -> float:
@@ -234,15 +273,18 @@ def read_table(path: str | Path, mapping: ColumnMapping, fmt: Format | None = No
                limit: int | None = None) -> Interactions:
     """Read up to ``limit`` rows of a CSV or JSONL file through ``mapping``.
 
-    ``fmt`` is told from the suffix (``.jsonl``/``.ndjson``/``.json``: JSON Lines, else
-    CSV) when not given.
+    ``fmt`` is told from the suffix (``.jsonl``/``.ndjson``/``.json``: JSON Lines,
+    ``.parquet``/``.pq``: Parquet, else CSV) when not given. For Parquet, ``line_no`` in
+    messages is the row number.
     """
     path = Path(path)
     if fmt is None:
-        fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+        suffix = path.suffix.lower()
+        fmt = ("jsonl" if suffix in (".jsonl", ".ndjson", ".json")
+               else "parquet" if suffix in (".parquet", ".pq") else "csv")
     wanted = mapping.columns()
     cols: dict[str, list[Any]] = {c: [] for c in wanted}
-    for line_no, record in _records(path, fmt, limit):
+    for line_no, record in _records(path, fmt, limit, wanted):
         missing = [c for c in wanted if c not in record]
         if missing:
             raise ValueError(f"{path}:{line_no}: no column {missing}; the file has "

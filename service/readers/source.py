@@ -11,6 +11,7 @@ Kinds:
                         ``--columns`` maps it
 ``csv:PATH``            any CSV with a header, through ``--columns``
 ``jsonl:PATH``          any JSON Lines file, through ``--columns``
+``parquet:PATH``        any Parquet file, through ``--columns``
 ======================  =================================================================
 
 Example
@@ -18,10 +19,10 @@ Example
 >>> spec = DataSpec.parse("movielens:/data/ml-100k/u.data")
 >>> spec.kind, spec.path.name
 ('movielens', 'u.data')
->>> DataSpec.parse("parquet:x.parquet")  # doctest: +ELLIPSIS
+>>> DataSpec.parse("xlsx:x.xlsx")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: unknown data kind 'parquet' in --data parquet:x.parquet; kinds: movielens, ...
+ValueError: unknown data kind 'xlsx' in --data xlsx:x.xlsx; kinds: movielens, ...
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from service.readers import (
     read_movielens,
     read_table,
 )
+from service.readers.columns import Format
 
-KINDS = ("movielens", "criteo", "avazu", "implicit", "csv", "jsonl")
+KINDS = ("movielens", "criteo", "avazu", "implicit", "csv", "jsonl", "parquet")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,7 @@ class DataSpec:
         """The data set's rows (the first ``limit`` of the file), in time order."""
         if not self.path.is_file():
             raise FileNotFoundError(f"--data {self.kind}:{self.path}: no such file")
-        if self.kind in ("csv", "jsonl") and columns is None:
+        if self.kind in ("csv", "jsonl", "parquet") and columns is None:
             raise ValueError(f"--data {self.kind}:... needs --columns to say which column "
                              "holds what, e.g. --columns user=uid,item=iid,timestamp=ts,"
                              "value=rating")
@@ -79,6 +81,7 @@ class DataSpec:
             table = read_implicit(self.path, columns, limit=limit)
         else:
             assert columns is not None
-            table = read_table(self.path, columns, fmt="csv" if self.kind == "csv" else "jsonl",
-                               limit=limit)
+            fmt: Format = ("csv" if self.kind == "csv" else "jsonl" if self.kind == "jsonl"
+                           else "parquet")
+            table = read_table(self.path, columns, fmt=fmt, limit=limit)
         return table.time_ordered()

@@ -18,7 +18,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -182,6 +182,9 @@ class Pipeline:
         self.examples_trained = 0
         self.watermarks = Watermarks()
         self.extra_state: dict[str, Any] = {}
+        # Sees every learned part of the queue, resets in place (a backfill records pass
+        # 1 with it, to learn the same examples again). Not state: nothing restores it.
+        self.recorder: Callable[[ExampleBatch], None] | None = None
         # Drift reaction "adapt": the learning rate is multiplied until this many more
         # examples have been learned; ``_base_optimizer`` is the one to go back to.
         self._adapt_remaining = 0
@@ -326,6 +329,29 @@ class Pipeline:
         if self.shared is not None:
             self.shared.attach(learner, self.preprocessor.items)  # the jump is not learning
 
+    def learn_again(self, batch: ExampleBatch) -> npt.NDArray[np.float32]:
+        """Learn examples that were learned before once more (a backfill's later passes);
+        returns the predictions made before each step.
+
+        Only the model changes: the evaluator, drift detectors, gate, counters and the
+        reaction boundaries stay as the stream left them, so what the live stream does
+        next does not depend on how many passes were made. The rows must still belong to
+        the examples' ids (the caller's part). While a drift 'adapt' boost is running the
+        examples are learned at the base rate: the boost is for the stream's new events.
+        """
+        learner: Any = self.learner
+        boosted = self._base_optimizer is not None and hasattr(learner, "optimizer")
+        if boosted:
+            learner.optimizer, boost = self._base_optimizer, learner.optimizer
+        try:
+            if self.shared is not None:
+                self.shared.track(batch.item)
+            predictions, _ = self.learner.learn(batch)
+        finally:
+            if boosted:
+                learner.optimizer = boost
+        return predictions
+
     # -- processing --------------------------------------------------------------------
 
     def process(self, values: Sequence[bytes | None], now_ms: int | None = None,
@@ -394,6 +420,8 @@ class Pipeline:
             detections.extend(chunk_detections)
         self._held = queue.slice(n_learn, len(queue)) if n_learn < len(queue) else None
         learned = queue.slice(0, n_learn) if n_learn < len(queue) else queue
+        if self.recorder is not None:
+            self.recorder(learned)
         learn_seconds = time.perf_counter() - started
         if n_holdout or len(examples.recycled_users) or len(examples.recycled_items):
             self.gate.observe(examples)  # keeps only the held-out rows

@@ -3,7 +3,9 @@
 History is in a file; its continuation is on a topic. ``freshrec backfill`` learns the
 file and writes the group's checkpoint with the topic's offsets, then ``freshrec run``
 goes on from it. The reference is one ``freshrec run`` that reads history and
-continuation from a single topic: both end in the same state, array for array.
+continuation from a single topic: both end in the same state, array for array. The same
+holds when the history is the live topic itself (backfill reads it up to its end, live
+goes on from there), and with several passes the stream's state is still the same.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import pytest
 from service.demo.generator import StreamSpec, SyntheticStream
 from service.demo.publish import make_producer, publish
 from tests.service_process import REPO_ROOT, ServiceProcess
-from tests.streams import env_storage, file_storage, newest_checkpoint, service_env
+from tests.streams import (
+    env_storage,
+    file_storage,
+    newest_checkpoint,
+    read_topic,
+    service_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +122,78 @@ def test_a_backfill_without_the_live_topic_says_what_to_do(
                       file_storage(str(tmp_path / "s")))
     done = _backfill(env, "--data", f"events:{history}")
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+
+
+def test_backfill_from_the_live_topic_then_run_goes_on_where_the_history_ended(
+    kafka_bootstrap: str, unique_topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """History on the live topic itself: backfill reads it up to its end, live goes on
+    from there. One pass ends in the state of one run over everything; three passes hand
+    over the same stream state (nothing doubled or skipped), with a better-trained model."""
+    stream = SyntheticStream(StreamSpec(n_users=300, n_items=120, seed=7))
+    start = int(time.time() * 1000) - 3_600_000
+    events = stream.encoded_events(N_HISTORY + N_LIVE, start_ms=start,
+                                   events_per_second=10.0)
+    bad = [b"{not json", b"[]"]  # rejected as in run: to the dead-letter topic, with reasons
+    history = [*events[:N_HISTORY // 2], *bad, *events[N_HISTORY // 2:N_HISTORY]]
+    live = events[N_HISTORY:]
+
+    topic = unique_topic()
+    assert publish(make_producer(kafka_bootstrap), topic, history) == len(history)
+    once = service_env(kafka_bootstrap, topic, file_storage(str(tmp_path / "once")))
+    thrice = service_env(kafka_bootstrap, topic, file_storage(str(tmp_path / "thrice")))
+    done = _backfill(once, "--data", f"topic:{topic}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ETA" in done.stderr and "2 rejects copied" in done.stdout, done.stdout
+    copies = read_topic(kafka_bootstrap, f"{topic}.dlq")
+    assert sorted((dict(c.headers())["freshrec.reason"], dict(c.headers())[
+        "freshrec.source.offset"]) for c in copies) == [
+        (b"not_json", str(N_HISTORY // 2).encode()),
+        (b"not_object", str(N_HISTORY // 2 + 1).encode())]
+    done = _backfill(thrice, "--data", f"topic:{topic}", "--passes", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pass 3: " in done.stdout and "training (on seen data)" in done.stdout
+    for env in (once, thrice):
+        offsets, _, meta = newest_checkpoint(env_storage(env), env["FRESHREC_KAFKA__GROUP_ID"],
+                                             topic)
+        assert offsets == {0: len(history)}  # where the history ended, by default
+        assert meta["pipeline"]["extra"]["totals"]["rejected"] == len(bad)
+
+    # The live tail arrives after the backfill; run goes on from the history's end.
+    assert publish(make_producer(kafka_bootstrap), topic, live) == N_LIVE
+    handed = {}
+    for name, env in (("once", once), ("thrice", thrice)):
+        _run_to_idle(env, tmp_path / f"{name}.log")
+        offsets, arrays, meta = newest_checkpoint(
+            env_storage(env), env["FRESHREC_KAFKA__GROUP_ID"], topic)
+        assert offsets == {0: len(history) + N_LIVE}
+        handed[name] = (arrays, meta)
+
+    # Reference: one run over history and continuation.
+    whole = unique_topic()
+    assert publish(make_producer(kafka_bootstrap), whole, [*history, *live]) == len(
+        history) + N_LIVE
+    ref_env = service_env(kafka_bootstrap, whole, file_storage(str(tmp_path / "ref")))
+    _run_to_idle(ref_env, tmp_path / "ref.log")
+    _, ref, ref_meta = newest_checkpoint(env_storage(ref_env),
+                                         ref_env["FRESHREC_KAFKA__GROUP_ID"], whole)
+
+    arrays, meta = handed["once"]
+    assert arrays.keys() == ref.keys()
+    differ = [k for k in ref if arrays[k].shape != ref[k].shape
+              or np.asarray(arrays[k]).tobytes() != np.asarray(ref[k]).tobytes()]
+    assert not differ, f"{len(differ)} of {len(ref)} arrays differ: {differ[:8]}"
+    assert json.dumps(meta, sort_keys=True) == json.dumps(ref_meta, sort_keys=True)
+
+    # Three passes: the stream's state is the same (dedup window, vocabularies, counts of
+    # events and of examples learned live); only what the model learned differs.
+    arrays, meta = handed["thrice"]
+    stream_state = [k for k in ref if k.startswith("preprocess.")]
+    assert stream_state and all(
+        np.asarray(arrays[k]).tobytes() == np.asarray(ref[k]).tobytes() for k in stream_state)
+    assert meta["preprocess"] == ref_meta["preprocess"]
+    assert meta["pipeline"]["extra"] == ref_meta["pipeline"]["extra"]
+    assert meta["pipeline"]["examples_trained"] == ref_meta["pipeline"]["examples_trained"]
+    learner = [k for k in ref if k.startswith("learner.")]
+    assert any(np.asarray(arrays[k]).tobytes() != np.asarray(ref[k]).tobytes()
+               for k in learner)

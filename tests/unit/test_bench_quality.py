@@ -206,7 +206,7 @@ def test_command_errors_say_what_to_do(tmp_path: Path, capsys: pytest.CaptureFix
     parser = build_parser()
     (tmp_path / "log.csv").write_text("u,i,r\na,b,1\n")
     for argv, message in [
-        (["--data", "parquet:x"], "unknown data kind"),
+        (["--data", "xlsx:x"], "unknown data kind"),
         (["--data", f"movielens:{tmp_path / 'none'}"], "no such file"),
         (["--data", f"csv:{tmp_path / 'log.csv'}"], "needs --columns"),
         (["--data", "movielens:x", "--contenders", "nope"], "unknown contender"),
