@@ -50,6 +50,7 @@ arXiv:0911.0460.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -75,6 +76,10 @@ STATE_FORMAT_VERSION = 1
 # more. Four by four contexts; counts saturate at 255 (one byte per row).
 COUNT_EDGES = (4, 16, 64)
 N_CONTEXTS = (len(COUNT_EDGES) + 1) ** 2
+
+# Each member's own progressive loss is followed over roughly the last 10,000 examples
+# (the default evaluation window), for the metrics: which shadow is pulling its weight.
+MEMBER_LOSS_DECAY = 1.0 - 1.0 / 10_000
 
 # How far a binary member's probability may go from 0 and 1 before its logit is taken.
 _PROBABILITY_FLOOR = 1e-6
@@ -119,6 +124,7 @@ def _stack_learn(
     learning_rate: float,
     shared: float,
     binary: bool,
+    member_loss: npt.NDArray[np.float64],  # (2, members): decayed loss sums, weights
     out: npt.NDArray[np.float32],
 ) -> None:
     """Score each example with the stack as it is, then take its NLMS step."""
@@ -157,6 +163,15 @@ def _stack_learn(
         yt = y[t]
         if not (weight[t] > 0.0) or not finite(yt):
             continue  # scored, not learned (the members skip it too)
+        for k in range(n_members):
+            pk = predictions[k, t]
+            if binary:
+                pk = min(max(pk, _PROBABILITY_FLOOR), 1.0 - _PROBABILITY_FLOOR)
+                loss = -np.log(pk) if yt > 0.5 else -np.log(1.0 - pk)
+            else:
+                loss = (pk - yt) * (pk - yt)
+            member_loss[0, k] = MEMBER_LOSS_DECAY * member_loss[0, k] + loss
+            member_loss[1, k] = MEMBER_LOSS_DECAY * member_loss[1, k] + 1.0
         step = learning_rate * weight[t] * error / dd
         for k in range(n_members):
             w[b, k] -= step * d[k]
@@ -228,6 +243,7 @@ class ShadowStack:
         self.user_seen = np.zeros(lead.n_users, dtype=np.uint8)
         self.item_seen = np.zeros(lead.n_items, dtype=np.uint8)
         self.bounds = np.array([np.inf, -np.inf], dtype=np.float64)
+        self.member_loss = np.zeros((2, len(members)), dtype=np.float64)
         # The drift reaction 'adapt' scales the main model's rate; the shadows follow by
         # the same factor, always from the rates they were built with.
         self._base_optimizers = [m.optimizer for m in members]
@@ -291,7 +307,7 @@ class ShadowStack:
         _stack_learn(scores, batch.y.astype(np.float64), batch.weight.astype(np.float64),
                      batch.user, batch.item, self.weights, self.user_seen, self.item_seen,
                      self.bounds, self.learning_rate, self.shared, self.task == "binary",
-                     out)
+                     self.member_loss, out)
         return out, stats
 
     def predict(self, batch: ExampleBatch) -> FloatArray:
@@ -366,7 +382,8 @@ class ShadowStack:
             members.append(member)
         out = cls(members, learning_rate=cfg["learning_rate"], shared=cfg["shared"])
         a = state.arrays
-        for name in ("stack.weights", "stack.user_seen", "stack.item_seen", "stack.bounds"):
+        for name in ("stack.weights", "stack.user_seen", "stack.item_seen", "stack.bounds",
+                     "stack.member_loss"):
             if name not in a:
                 raise ValueError(f"shadow stack state lacks the array {name!r}")
         if a["stack.weights"].shape != out.weights.shape:
@@ -374,11 +391,18 @@ class ShadowStack:
                              f"expected {out.weights.shape}")
         out.weights[:] = a["stack.weights"]
         out.bounds[:] = a["stack.bounds"]
+        out.member_loss[:] = a["stack.member_loss"]
         expand_into(out.user_seen, a["stack.user_seen"],
                     [(0, int(state.counters["used_users"]))], "stack.user_seen")
         expand_into(out.item_seen, a["stack.item_seen"],
                     [(0, int(state.counters["used_items"]))], "stack.item_seen")
         return out
+
+    def member_losses(self) -> list[float]:
+        """Each member's recent progressive loss (squared error, or log loss for clicks),
+        over roughly the last 10,000 learned examples; NaN before the first."""
+        sums, weights = self.member_loss
+        return [float(s / w) if w > 0 else math.nan for s, w in zip(sums, weights, strict=True)]
 
     # -- internals ----------------------------------------------------------------------
 
@@ -395,6 +419,7 @@ class ShadowStack:
         used_users, used_items = self.used_users, self.used_items
         arrays["stack.weights"] = self.weights.copy()
         arrays["stack.bounds"] = self.bounds.copy()
+        arrays["stack.member_loss"] = self.member_loss.copy()
         arrays["stack.user_seen"] = compact(self.user_seen, [(0, used_users)])
         arrays["stack.item_seen"] = compact(self.item_seen, [(0, used_items)])
         counters.update(used_users=used_users, used_items=used_items,

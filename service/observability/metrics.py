@@ -190,6 +190,15 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.shadow_member_loss = Gauge(
+            "freshrec_shadow_member_loss",
+            "Recent progressive loss (squared error, or log loss for clicks, over about "
+            "10,000 examples) of each member of the shadow stack on its own: the main "
+            "model and each shadow learner.",
+            ["member"],
+            registry=r,
+        )
+
         # Snapshots.
         self.model_version = Gauge(
             "freshrec_model_version", "Version of the last published snapshot.", registry=r

@@ -765,6 +765,11 @@ class Job:
                 gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
                 gauge.labels(model=model, metric=metric, window=window_label).set(value)
             m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
+            member_losses = getattr(self.pipeline.learner, "member_losses", None)
+            if member_losses is not None:
+                for k, value in enumerate(member_losses()):
+                    m.shadow_member_loss.labels(
+                        member="main" if k == 0 else f"shadow-{k}").set(value)
         # A 'reset' reaction was carried out by the pipeline itself, at a reaction
         # boundary, from its reset point: nothing is loaded here (that would make the
         # model depend on when publications ran).

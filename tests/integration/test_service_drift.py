@@ -165,6 +165,15 @@ def test_abrupt_change_is_detected_soon_after_it_and_reacted_to(
             "Prometheus to return the service's final progressive loss",
             lambda: scraped("freshrec_progressive_loss", expected_loss), timeout=60,
         )
+        # The default model is a shadow stack: each member's own loss is exported.
+        members = samples(final, "freshrec_shadow_member_loss")
+        assert {_labels(k)["member"] for k in members} == {
+            "main", "shadow-1", "shadow-2", "shadow-3"}, members
+        assert all(math.isfinite(v) and v > 0 for v in members.values()), members
+        service.wait_until(
+            "Prometheus to return each shadow member's loss",
+            lambda: scraped("freshrec_shadow_member_loss", members), timeout=60,
+        )
         found = prometheus_query(
             prometheus_url,
             f'sum(freshrec_drift_detections_total{{{sel}, signal="loss"}})',

@@ -201,3 +201,17 @@ def test_settings_build_the_measured_shadows_or_refuse_clearly() -> None:
         make_learner(LearnerConfig(model="ftrl", shadows=2), 20, 20, 8)
     with pytest.raises(ValueError, match="window_retrain"):
         make_learner(LearnerConfig(strategy="window_retrain", shadows=1), 20, 20, 8)
+
+
+def test_each_members_own_loss_is_followed() -> None:
+    batch = _ratings(3_000)
+    stack = ShadowStack(_members())
+    stack.learn(batch)
+    replay = _members()
+    for k, m in enumerate(replay):
+        p = m.learn(batch)[0].astype(np.float64)
+        decay = 1.0 - 1.0 / 10_000
+        weights = decay ** np.arange(len(p))[::-1]
+        expected = float(np.sum(weights * (p - batch.y) ** 2) / np.sum(weights))
+        assert stack.member_losses()[k] == pytest.approx(expected, rel=1e-6)
+    assert np.isnan(ShadowStack(_members()).member_losses()).all()
