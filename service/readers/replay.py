@@ -124,21 +124,31 @@ class Replay:
     def rows_of(self, ts_ms: npt.ArrayLike, y: npt.ArrayLike) -> IntArray:
         """The row of each example, from its event time and label; -1 where none fits.
 
-        An example at a row's time is that row's; for clicks, a positive is the row whose
-        click (``click_delay_ms`` after the impression) it carries, or else a clicked row
-        whose impression time it has.
+        An example at a row's time is that row's; for clicks, a positive is the clicked
+        row whose impression time it has (the pipeline learns a positive as its impression
+        was shown), or else the row whose click (``click_delay_ms`` after the impression)
+        it carries. The impression comes first: when rows are ``click_delay_ms`` apart
+        (Criteo, Avazu), a row's impression time is also the previous row's click time,
+        and two clicked rows in a row were both traced to the first (the other contenders
+        then learned its features twice, which flattered them).
+
+        >>> from service.readers import Interactions
+        >>> t = Interactions.build("clicks", user=["a", "b", "c"], item=["x"] * 3,
+        ...                        ts_ms=[0, 1000, 2000], label=[1, 1, 0])
+        >>> replay(t).rows_of([0, 1000, 2000], [1, 1, 0]).tolist()
+        [0, 1, 2]
         """
         ts = np.asarray(ts_ms, dtype=np.int64)
         positive = np.asarray(y) > 0
         rows = self._lookup(ts)
         if self.table.label is not None:
             clicked = self.table.label > 0
+            own = (rows >= 0) & clicked[np.maximum(rows, 0)]
             via_click = self._lookup(ts - self.click_delay_ms)
             ok = (via_click >= 0) & clicked[np.maximum(via_click, 0)]
-            rows = np.where(positive & ok, via_click, rows)
-            # A positive at an impression time must be a clicked row's.
-            bad = positive & ~ok & ((rows < 0) | ~clicked[np.maximum(rows, 0)])
-            rows = np.where(bad, -1, rows)
+            rows = np.where(positive & ~own & ok, via_click, rows)
+            # A positive must be a clicked row's, by its impression or by its click.
+            rows = np.where(positive & ~own & ~ok, -1, rows)
         return rows
 
     def _lookup(self, ts: IntArray) -> IntArray:
