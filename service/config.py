@@ -84,6 +84,11 @@ class Settings(BaseSettings):
             self.preprocess = pre.model_copy(update={"task": implied})
         if model in ("fm", "sklearn") and self.learner.task == "auto":
             self.learner = self.learner.model_copy(update={"task": self.preprocess.task})
+        if self.preprocess.learn_positives_without_impression is None:
+            # Implicit feedback is positives only (BPR samples its negatives); a click
+            # model must not learn positives by a shape no impression has.
+            self.preprocess = self.preprocess.model_copy(
+                update={"learn_positives_without_impression": model == "bpr"})
         if self.scale.shards > 1 and self.learner.shadows is None:
             # Shadow learners are not sharded: a sharded run's default is the model alone
             # (an explicit shadows > 0 is refused when the pipeline starts, with the fix).

@@ -102,11 +102,12 @@ class ChunkedStream:
 
 
 def random_clicks(n: int, n_keys: int, seed: int, start_ms: int,
-                  rate: float = 0.17) -> list[bytes]:
+                  rate: float = 0.17, late_share: float = 0.0) -> list[bytes]:
     """``n`` impressions of 300 users and 100 items, 300 ms apart from ``start_ms``, with
     ``n_keys`` context entries (and a device and a position when ``n_keys``), and a click
     1 s later on a ``rate`` of them drawn independently of everything: nothing predicts
-    a label. Encoded, in event-time order.
+    a label. A ``late_share`` of the clicks come 6 minutes later instead, after the
+    default 5-minute attribution window. Encoded, in event-time order.
 
     The clicks carry ids only, as click trackers often send them: a positive made of the
     click event would differ from every impression by its features alone.
@@ -124,8 +125,9 @@ def random_clicks(n: int, n_keys: int, seed: int, start_ms: int,
         timed.append((t, {**ids, "event_id": f"imp{k}", "event_type": "impression",
                           "timestamp": t, **({"context": context} if context else {})}))
         if rng.random() < rate:
-            timed.append((t + 1000, {**ids, "event_id": f"clk{k}", "event_type": "click",
-                                     "timestamp": t + 1000}))
+            at = t + (360_000 if rng.random() < late_share else 1000)
+            timed.append((at, {**ids, "event_id": f"clk{k}", "event_type": "click",
+                               "timestamp": at}))
     timed.sort(key=lambda e: e[0])
     return [orjson.dumps(e) for _, e in timed]
 

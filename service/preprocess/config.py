@@ -146,6 +146,16 @@ class PreprocessConfig(BaseModel):
         "when the window closes: a shorter window learns clicks sooner and counts more late "
         "clicks. Size max_pending to at least impressions per second times this window.",
     )
+    learn_positives_without_impression: bool | None = Field(
+        default=None,
+        description="Learn a click, add-to-cart or purchase that no impression in its "
+        "window claims (a late click, or an impression never sent) as a positive of its "
+        "own. Such an example is built from the positive's own event, whose maps are not "
+        "an impression's, and a click model then tells positives by their shape "
+        "(shuffled labels gave AUC 0.93), so when off they are only counted "
+        "(positives_without_impression). None: on for bpr (implicit feedback has no "
+        "impressions; its negatives are sampled), off for click models.",
+    )
     max_pending: int = Field(
         default=200_000,
         ge=16,

@@ -27,14 +27,20 @@ price is freshness: a click is learned up to one window after its impression.
 Events out of order, and positives without an impression:
 
 * a positive with no impression of its pair waiting to cover it (never published, not
-  arrived yet, or the positive came after the window) is an example of its own under the
-  same rule: it waits one window from its own time, and an impression of the pair that
-  arrives meanwhile and whose window holds the positive is *absorbed*: the example becomes
-  that impression, as shown, with the positive's label. A positive still alone when its
-  window closes carries its own rows, holdout flag and the map entries it states (an
-  action event gets no missing-value indicators: see :mod:`~service.preprocess.features`);
+  arrived yet, or the positive came after the window) waits one window from its own
+  time, and an impression of the pair that arrives meanwhile and whose window holds the
+  positive is *absorbed*: the example becomes that impression, as shown, with the
+  positive's label. A positive still alone when its window closes is not learned
+  (``positives_without_impression`` counts it): an example made of its own event would
+  carry the maps the positive states, not an impression's (an action event gets no
+  missing-value indicators either: see :mod:`~service.preprocess.features`), and a model
+  learns to tell positives by that shape. On a real click log where most positives were
+  alone (Open Bandit, a user cohort as the user), FTRL's progressive AUC was 0.93 with
+  the labels *shuffled*. ``learn_positives_without_impression`` learns them (the
+  default for ``bpr``, whose implicit feedback has no impressions: its negatives are
+  sampled, so no shape gives a label away);
 * a positive after its impression's window is a *late click*: its impression stays a
-  negative (already emitted or not), the positive makes its own example, and
+  negative (already emitted or not), the positive waits alone as above, and
   ``late_clicks`` counts it so the window can be tuned;
 * a repeated impression of a pair waiting unclicked is merged into the first; more
   positives inside an example's window are merged into it (``clicks_merged``);
@@ -108,12 +114,13 @@ _RESOLVED = 1 << 40
 _INITIAL = 1024  # ring slots allocated before the first doubling
 # meta slots
 (_HEAD, _SIZE, _RHEAD, _RSIZE, _WATERMARK, _LATE, _NEG, _EVICTED, _MERGED, _ABSORBED,
- _CONVERTED, _TRUNCATED, _NPENDING, _CLICKS_MERGED, _ALONE) = range(15)
+ _CONVERTED, _TRUNCATED, _NPENDING, _CLICKS_MERGED, _ALONE, _UNLEARNED) = range(16)
 _COUNTERS: dict[str, int] = {
     "late_clicks": _LATE, "negatives_emitted": _NEG, "pending_evicted": _EVICTED,
     "impressions_merged": _MERGED, "impressions_absorbed": _ABSORBED,
     "impressions_converted": _CONVERTED, "features_truncated": _TRUNCATED,
     "clicks_merged": _CLICKS_MERGED, "clicks_without_impression": _ALONE,
+    "positives_without_impression": _UNLEARNED,
 }
 # Main ring columns, in the order of the ``ring`` tuple the kernels take (then fidx, fval).
 _MAIN = ("kind", "key", "ts", "cts", "w", "user", "item", "ukey", "ikey", "hold", "nf")
@@ -169,14 +176,25 @@ def _store(slot: int, i: int, event: Any, ring: Any, meta: Any) -> None:
 
 
 @njit(cache=True)
-def _pop_head(cap: int, neg_weight: float, table: Any, ring: Any, resolved: Any, meta: Any,
-              out: Any, n_out: int) -> int:
-    """Drop the oldest ring entry, writing it out as an example unless it is dead."""
+def _pop_head(cap: int, neg_weight: float, learn_alone: bool, table: Any, ring: Any,
+              resolved: Any, meta: Any, out: Any, n_out: int) -> int:
+    """Drop the oldest ring entry, writing it out as an example unless it is dead (or a
+    positive no impression claimed, unless ``learn_alone``)."""
     (m_kind, m_key, m_ts, _, m_w, m_user, m_item, m_ukey, m_ikey, m_hold, m_nf, m_fidx,
      m_fval) = ring
     o_user, o_item, o_ukey, o_ikey, o_ts, o_hold, o_y, o_w, o_nf, o_fidx, o_fval = out
     h = meta[_HEAD]
     kind = m_kind[h]
+    if kind == _UNSEEN and not learn_alone:
+        # A positive no impression claimed: it has no "as shown" to be. Built from the
+        # positive's own event it is recognisable by its shape (the maps a click states
+        # are not an impression's), and predict-then-learn then scores it by shape: the
+        # leak is counted, not learned.
+        s = find(table, m_key[h])
+        if s >= 0 and value_at(table, s) == h:
+            remove(table, m_key[h])
+        meta[_UNLEARNED] += 1
+        kind = _DEAD
     if kind != _DEAD:
         # The table holds the pair's newest entry only: leave it if a newer one replaced
         # this one.
@@ -214,7 +232,7 @@ def _pop_head(cap: int, neg_weight: float, table: Any, ring: Any, resolved: Any,
 @njit(cache=True)
 def _binary(
     codes: Any, ts: Any, pair: Any, event: Any, weights: Any, window: int, cap: int,
-    table: Any, ring: Any, resolved: Any, meta: Any, out: Any,
+    learn_alone: bool, table: Any, ring: Any, resolved: Any, meta: Any, out: Any,
 ) -> int:
     m_kind, m_key, m_ts, m_cts, m_w = ring[:5]
     r_alive = resolved[2]
@@ -279,8 +297,8 @@ def _binary(
             kind = _UNSEEN
             meta[_ALONE] += 1
         if meta[_SIZE] == cap:
-            n_out = _pop_head(cap, weights[IMPRESSION], table, ring, resolved, meta, out,
-                              n_out)
+            n_out = _pop_head(cap, weights[IMPRESSION], learn_alone, table, ring, resolved,
+                              meta, out, n_out)
             meta[_EVICTED] += 1
         tail = (meta[_HEAD] + meta[_SIZE]) % length
         m_kind[tail] = kind
@@ -313,8 +331,8 @@ def _count_due(window: int, m_kind: Any, m_ts: Any, meta: Any) -> int:
 
 
 @njit(cache=True)
-def _sweep(window: int, cap: int, neg_weight: float, table: Any, ring: Any, resolved: Any,
-           meta: Any, out: Any) -> int:
+def _sweep(window: int, cap: int, neg_weight: float, learn_alone: bool, table: Any,
+           ring: Any, resolved: Any, meta: Any, out: Any) -> int:
     m_kind, m_ts = ring[0], ring[2]
     r_key, r_ts, r_alive = resolved
     n_out = 0
@@ -323,7 +341,8 @@ def _sweep(window: int, cap: int, neg_weight: float, table: Any, ring: Any, reso
         h = meta[_HEAD]
         if m_kind[h] != _DEAD and m_ts[h] + window >= w:
             break
-        n_out = _pop_head(cap, neg_weight, table, ring, resolved, meta, out, n_out)
+        n_out = _pop_head(cap, neg_weight, learn_alone, table, ring, resolved, meta, out,
+                          n_out)
     # Resolved negatives are remembered one more window, to count late clicks.
     length = len(r_key)
     while meta[_RSIZE] > 0:
@@ -436,7 +455,8 @@ class Labeler:
         w[PURCHASE], w[IMPRESSION] = config.purchase_weight, config.impression_weight
         w[RATING] = config.rating_weight
         self.weights = w
-        self._meta = np.zeros(15, dtype=np.int64)
+        self.learn_alone = bool(config.learn_positives_without_impression)
+        self._meta = np.zeros(16, dtype=np.int64)
         self._meta[_WATERMARK] = _INT64_MIN
         # A regression labeler never holds anything: do not allocate for it.
         initial = min(self.capacity, _INITIAL) if self.task == "binary" else 1
@@ -555,15 +575,17 @@ class Labeler:
         n_early = _binary(
             np.ascontiguousarray(codes, dtype=np.int8), np.ascontiguousarray(ts, dtype=np.int64),
             np.ascontiguousarray(pair, dtype=np.uint64), event, self.weights, self.window,
-            self.capacity, self._table, self._ring(), self._resolved(), self._meta, early,
+            self.capacity, self.learn_alone, self._table, self._ring(), self._resolved(),
+            self._meta, early,
         )
         due = _count_due(self.window, self._m["kind"], self._m["ts"], self._meta)
         if due:
             # Each negative resolved by the sweep is remembered in the resolved ring.
             self._reserve(0, due)
         swept = _out_buffers(due, self.max_features)
-        n_swept = _sweep(self.window, self.capacity, self.weights[IMPRESSION], self._table,
-                         self._ring(), self._resolved(), self._meta, swept)
+        n_swept = _sweep(self.window, self.capacity, self.weights[IMPRESSION],
+                         self.learn_alone, self._table, self._ring(), self._resolved(),
+                         self._meta, swept)
         cols = [np.concatenate([a[:n_early], b[:n_swept]]) for a, b in zip(early, swept,
                                                                            strict=True)]
         return BinaryLabels(*cols)

@@ -765,7 +765,8 @@ class Job:
                 gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
                 gauge.labels(model=model, metric=metric, window=window_label).set(value)
             m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
-            member_losses = getattr(self.pipeline.learner, "member_losses", None)
+            member_losses = getattr(getattr(self.pipeline, "learner", None), "member_losses",
+                                    None)
             if member_losses is not None:
                 for k, value in enumerate(member_losses()):
                     m.shadow_member_loss.labels(

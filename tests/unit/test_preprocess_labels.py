@@ -130,18 +130,34 @@ def test_click_arriving_before_its_impression_takes_the_impression() -> None:
     assert c["impressions_absorbed"] == 1 and c["clicks_without_impression"] == 1
 
 
-def test_click_without_impression_is_its_own_example_a_window_later() -> None:
+def test_click_without_impression_is_counted_not_learned() -> None:
+    # An example made of the click's own event would carry the click's maps, a shape no
+    # impression has: a click model would learn the label from the shape.
     lab = labeler()
+    run(lab, [Ev(CLICK, 0, 1, 1, feats=(3,), hold=True)])
+    assert examples(tick(lab, WINDOW)) == []  # an impression may still arrive late
+    assert examples(tick(lab, WINDOW + 1)) == []
+    assert lab.counters()["clicks_without_impression"] == 1
+    assert lab.counters()["positives_without_impression"] == 1
+    # The pair starts afresh: a later impression is an exposure of its own.
+    run(lab, [Ev(IMPRESSION, 5_000, 1, 1)])
+    assert [(e.ts, e.y) for e in examples(tick(lab, 10_000))] == [(5_000, 0.0)]
+
+
+def test_click_without_impression_is_its_own_example_a_window_later_when_asked() -> None:
+    lab = labeler(learn_positives_without_impression=True)
     run(lab, [Ev(CLICK, 0, 1, 1, feats=(3,), hold=True)])
     assert examples(tick(lab, WINDOW)) == []  # an impression may still arrive late
     assert examples(tick(lab, WINDOW + 1)) == [Example(0, 1.0, 1.0, 1, [3], True)]
     assert lab.counters()["clicks_without_impression"] == 1
+    assert lab.counters()["positives_without_impression"] == 0
 
 
 def test_click_before_the_impression_time_does_not_convert_it() -> None:
-    lab = labeler()
-    run(lab, [Ev(IMPRESSION, 500, 1, 1), Ev(CLICK, 400, 1, 1)])
-    assert [(e.ts, e.y) for e in examples(tick(lab, 10_000))] == [(500, 0.0), (400, 1.0)]
+    for alone, expected in ((False, [(500, 0.0)]), (True, [(500, 0.0), (400, 1.0)])):
+        lab = labeler(learn_positives_without_impression=alone)
+        run(lab, [Ev(IMPRESSION, 500, 1, 1), Ev(CLICK, 400, 1, 1)])
+        assert [(e.ts, e.y) for e in examples(tick(lab, 10_000))] == expected
 
 
 def test_impression_after_the_click_is_a_new_exposure() -> None:
@@ -155,8 +171,8 @@ def test_impression_after_the_click_is_a_new_exposure() -> None:
     assert lab.counters()["impressions_absorbed"] == 1
 
 
-def test_late_click_is_counted_and_its_own_example() -> None:
-    lab = labeler()
+def test_late_click_is_counted_and_its_own_example_when_asked() -> None:
+    lab = labeler(learn_positives_without_impression=True)
     run(lab, [Ev(IMPRESSION, 0, 1, 1)])
     assert [e.y for e in examples(tick(lab, 150))] == [0.0]
     run(lab, [Ev(CLICK, 160, 1, 1, feats=(3,))])  # negative already out: not taken back
@@ -170,11 +186,14 @@ def test_late_click_is_counted_and_its_own_example() -> None:
 
 
 def test_late_click_while_still_pending_in_the_same_batch() -> None:
-    lab = labeler()
-    out = run(lab, [Ev(IMPRESSION, 0, 1, 1), Ev(CLICK, WINDOW + 50, 1, 1)])
-    assert [(e.ts, e.y) for e in examples(out)] == [(0, 0.0)]
-    assert [(e.ts, e.y) for e in examples(tick(lab, 10_000))] == [(WINDOW + 50, 1.0)]
-    assert lab.counters()["late_clicks"] == 1
+    for alone in (False, True):
+        lab = labeler(learn_positives_without_impression=alone)
+        out = run(lab, [Ev(IMPRESSION, 0, 1, 1), Ev(CLICK, WINDOW + 50, 1, 1)])
+        assert [(e.ts, e.y) for e in examples(out)] == [(0, 0.0)]
+        later = [(e.ts, e.y) for e in examples(tick(lab, 10_000))]
+        assert later == ([(WINDOW + 50, 1.0)] if alone else [])
+        assert lab.counters()["late_clicks"] == 1
+        assert lab.counters()["positives_without_impression"] == (0 if alone else 1)
 
 
 def test_repeated_impression_of_a_pending_pair_is_merged() -> None:
@@ -233,8 +252,10 @@ def test_every_event_is_accounted_for(events: list[Ev], batch: int, cap: int) ->
                            + c["impressions_absorbed"] + c["impressions_merged"] + lab.pending)
     assert positives == (c["impressions_converted"] + c["clicks_merged"]
                          + c["clicks_without_impression"])
-    # One example per converted impression and per positive that opened its own.
-    assert y.count(1.0) == c["impressions_converted"] + c["clicks_without_impression"]
+    # One example per converted impression and per positive that opened its own and was
+    # claimed by an impression (absorbed); the others are counted, not learned.
+    assert y.count(1.0) == (c["impressions_converted"] + c["clicks_without_impression"]
+                            - c["positives_without_impression"])
 
 
 @settings(max_examples=60, deadline=None)

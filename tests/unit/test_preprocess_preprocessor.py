@@ -95,6 +95,10 @@ def test_a_positive_is_its_impression_as_shown() -> None:
     # The comparison means something: the clicks admitted their users, but the examples
     # keep row 0, as shown; and the clicks' own draws and (absent) features differ.
     assert admitted == 12 and (positives.user == 0).all()
+    # Clicks alone are not learned by default (their shape would give the label away);
+    # learned when asked, they carry their own draws and (absent) features.
+    assert len(resolved(clicks)[0]) == 0
+    cfg = cfg.model_copy(update={"learn_positives_without_impression": True})
     clicks_alone, _ = resolved(clicks)
     assert len(clicks_alone) == 12 and len(clicks_alone.feat_idx) == 0
     assert not np.array_equal(clicks_alone.holdout, negatives.holdout)
