@@ -76,8 +76,11 @@ class LearnerConfig(BaseModel):
         default=20_000, ge=1, description="window_retrain retrains after this many examples."
     )
     retrain_epochs: int = Field(default=2, ge=1, description="Passes over the window per retrain.")
-    ftrl_alpha: float = Field(default=0.1, gt=0, description="FTRL alpha (per-coordinate rate).")
-    ftrl_beta: float = Field(default=1.0, ge=0, description="FTRL beta.")
+    # alpha 0.05 and beta 0.1 (were 0.1 and 1.0): log loss 0.4701 -> 0.4687 on the Criteo
+    # sample, 0.4411 -> 0.4392 on Avazu's (freshrec bench quality, a grid of alpha 0.03-0.4,
+    # beta 0.01-10, L1 0-1, L2 0.1-5; the surface is flat within 0.1% around it).
+    ftrl_alpha: float = Field(default=0.05, gt=0, description="FTRL alpha (per-coordinate rate).")
+    ftrl_beta: float = Field(default=0.1, ge=0, description="FTRL beta.")
     ftrl_l1: float = Field(default=0.1, ge=0, description="FTRL L1.")
     ftrl_l2: float = Field(default=1.0, ge=0, description="FTRL L2.")
     shadows: int | None = Field(
