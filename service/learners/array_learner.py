@@ -190,7 +190,7 @@ class ArrayLearner:
         if n == 0:
             return np.zeros(0, dtype=np.float32), LearnStats()
         strategy = strategy if strategy is not None else self.strategy
-        bounds = strategy.bounds(batch.ts_ms)
+        bounds = strategy.bounds(batch.ts_ms, batch.user)
         self._advance_marks(int(batch.user.max()) + 1, int(batch.item.max()) + 1)
         preds, updates, skipped = self._learn(batch, bounds)
         mask = np.isfinite(batch.y) & (batch.weight > 0)

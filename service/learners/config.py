@@ -66,6 +66,11 @@ class LearnerConfig(BaseModel):
         default=16, ge=0, le=4096, description="Recent items per user left out of recommendations."
     )
     micro_batch_size: int = Field(default=256, ge=1, description="Examples per micro-batch step.")
+    micro_batch_one_per_user: bool = Field(
+        default=True,
+        description="End a micro-batch before an example whose user it already holds (no "
+        "example is scored with parameters older than its own user's last example).",
+    )
     micro_batch_ms: int = Field(
         default=0, ge=0, description="Event-time span of a micro-batch in ms (0: size only)."
     )

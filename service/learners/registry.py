@@ -93,7 +93,8 @@ def make_learner(
     """The learner ``config`` describes, with ``n_users``/``n_items`` table rows."""
     cls = MODELS[config.model]
     strategy: Strategy = (
-        MicroBatch(config.micro_batch_size, config.micro_batch_ms)
+        MicroBatch(config.micro_batch_size, config.micro_batch_ms,
+                   config.micro_batch_one_per_user)
         if config.strategy == "micro_batch" else PerEvent()
     )
     kwargs: dict[str, Any] = {

@@ -69,6 +69,8 @@ Example
 [0, 3, 6, 7]
 >>> MicroBatch(size=100, interval_ms=10).bounds(np.array([0, 5, 10, 12, 30])).tolist()
 [0, 2, 4, 5]
+>>> MicroBatch(size=100).bounds(np.zeros(5, dtype=np.int64), np.array([1, 2, 1, 3, 4])).tolist()
+[0, 2, 5]
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class PerEvent:
 
     name: ClassVar[str] = "per_event"
 
-    def bounds(self, ts_ms: IntArray) -> IntArray | None:
+    def bounds(self, ts_ms: IntArray, users: IntArray | None = None) -> IntArray | None:
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,7 +105,8 @@ class PerEvent:
 
 
 @njit(cache=True)
-def _segment_bounds(ts_ms: IntArray, size: int, interval_ms: int) -> IntArray:
+def _segment_bounds(ts_ms: IntArray, users: IntArray, size: int, interval_ms: int,
+                    one_per_user: bool) -> IntArray:
     n = len(ts_ms)
     out = np.empty(n + 1, dtype=np.int64)
     m = 0
@@ -111,7 +114,15 @@ def _segment_bounds(ts_ms: IntArray, size: int, interval_ms: int) -> IntArray:
     m += 1
     start = 0
     for j in range(1, n):
-        if j - start >= size or (interval_ms > 0 and ts_ms[j] - ts_ms[start] >= interval_ms):
+        cut = j - start >= size or (interval_ms > 0 and ts_ms[j] - ts_ms[start] >= interval_ms)
+        if not cut and one_per_user:
+            # A scan of at most ``size`` rows: cheaper than a set at the sizes used.
+            u = users[j]
+            for k in range(start, j):
+                if users[k] == u:
+                    cut = True
+                    break
+        if cut:
             out[m] = j
             m += 1
             start = j
@@ -160,10 +171,18 @@ class MicroBatch:
         throughput barely depends on it.
     interval_ms
         Longest event-time span of a mini-batch (0: no time limit).
+    one_per_user
+        End a mini-batch before an example whose user row it already holds, so that no
+        example is scored with parameters frozen before its own user's earlier example in
+        the same mini-batch was learned. On streams of sessions that is what frozen
+        scoring costs: MovieLens 100k RMSE +8% at 256 without, within 0.5% of per event
+        with it (docs/learners.md). The mini-batches are then as long as the stream
+        interleaves users, and no longer.
     """
 
     size: int = 256
     interval_ms: int = 0
+    one_per_user: bool = True
     name: ClassVar[str] = "micro_batch"
 
     def __post_init__(self) -> None:
@@ -172,10 +191,17 @@ class MicroBatch:
         if self.interval_ms < 0:
             raise ValueError(f"MicroBatch interval_ms must be >= 0, got {self.interval_ms}")
 
-    def bounds(self, ts_ms: IntArray) -> IntArray:
-        """Start offsets of the mini-batches, then ``len(ts_ms)``."""
-        return _segment_bounds(np.ascontiguousarray(ts_ms, dtype=np.int64), self.size,
-                               self.interval_ms)
+    def bounds(self, ts_ms: IntArray, users: IntArray | None = None) -> IntArray:
+        """Start offsets of the mini-batches, then ``len(ts_ms)``.
+
+        ``users`` (the examples' user rows) is needed for ``one_per_user``; without it
+        mini-batches are cut by size and time only.
+        """
+        ts = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        rows = (np.ascontiguousarray(users, dtype=np.int64) if users is not None
+                else np.zeros(len(ts), dtype=np.int64))
+        return _segment_bounds(ts, rows, self.size, self.interval_ms,
+                               self.one_per_user and users is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **asdict(self)}

@@ -489,7 +489,7 @@ class Pipeline:
             # Mini-batches start afresh at every boundary (the learner is called there).
             batch_starts = sorted(
                 lo + int(b) for lo, hi in itertools.pairwise([*starts, n])
-                for b in strategy.bounds(queue.ts_ms[lo:hi])[:-1])
+                for b in strategy.bounds(queue.ts_ms[lo:hi], queue.user[lo:hi])[:-1])
         users, users_at, items, items_at = queue.recycles()
         any_item = self.evaluator.task == "ranking"
         resets = sorted(  # (position, side, row, previous use of the row, always cut)
@@ -542,7 +542,8 @@ class Pipeline:
         if not isinstance(strategy, MicroBatch) or n == 0 or self._finishing:
             return n
         lo = bounds[-2]  # the learner starts mini-batches afresh at every segment
-        last = lo + int(strategy.bounds(queue.ts_ms[lo:])[-2])  # the last one starts here
+        # The last one starts here.
+        last = lo + int(strategy.bounds(queue.ts_ms[lo:], queue.user[lo:])[-2])
         if n - last >= strategy.size or (self.examples_trained + n) % REACTION_CHUNK == 0:
             return n
         return last

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.examples import ExampleBatch
-from service.learners import BPR, FM, FTRL, BiasedMF, MicroBatch, WindowRetrain
+from service.learners import BPR, FM, FTRL, BiasedMF, MicroBatch, PerEvent, WindowRetrain
+from service.learners.optim import Optimizer
 
 
 # No deadline: the first example loads (or compiles) the numba kernel.
@@ -43,14 +44,40 @@ def test_micro_batch_of_one_equals_per_event_sgd_without_regularisation() -> Non
 
 
 def test_micro_batch_predicts_the_whole_mini_batch_before_learning() -> None:
-    model = BiasedMF(5, 5, n_factors=2, strategy=MicroBatch(4))
-    b = ExampleBatch.from_arrays([1, 1, 1, 1], [1, 1, 1, 1], [5, 5, 5, 5])
-    # The running target mean is per event even within a mini-batch (no cold start);
-    # a first batch of the same target fixes it at 5, so only the parameters can differ.
-    model.learn(ExampleBatch.from_arrays([1, 1, 1, 1], [1, 1, 1, 1], [1, 9, 5, 5]))
-    preds, stats = model.learn(b)
-    assert stats.n_updates == 4
-    assert len(set(preds.tolist())) == 1  # one set of parameters scored all four
+    for strategy in (MicroBatch(4), MicroBatch(4, one_per_user=False)):
+        model = BiasedMF(5, 5, n_factors=2, strategy=strategy)
+        # Four users (one_per_user cuts only at a repeated user), one item they share.
+        b = ExampleBatch.from_arrays([1, 2, 3, 4], [1, 1, 1, 1], [5, 5, 5, 5])
+        # The running target mean is per event even within a mini-batch (no cold start);
+        # a first batch of the same target fixes it at 5, so only the parameters differ.
+        model.learn(ExampleBatch.from_arrays([1, 2, 3, 4], [1, 1, 1, 1], [1, 9, 5, 5]))
+        model.learn(ExampleBatch.from_arrays([1, 2, 3, 4], [2, 2, 2, 2], [5, 5, 5, 5]))
+        before = model.predict(b)
+        preds, stats = model.learn(b)
+        assert stats.n_updates == 4
+        # One set of parameters scored all four, the shared item's included: the ones
+        # from before the mini-batch.
+        np.testing.assert_array_equal(preds, before)
+
+
+def test_one_per_user_scores_each_example_after_its_users_previous_one() -> None:
+    # A session: one user rates one item four times. Cut at every repeated user, the
+    # micro-batch learns exactly as per event (one example per mini-batch); without
+    # the cut the four scores come from the same frozen parameters.
+    session = ExampleBatch.from_arrays([1, 1, 1, 1], [1, 1, 1, 1], [5, 5, 5, 5])
+    warm = ExampleBatch.from_arrays([1, 1, 1, 1], [1, 1, 1, 1], [1, 9, 5, 5])
+    got = {}
+    for name, strategy in (("per_event", PerEvent()), ("cut", MicroBatch(4)),
+                           ("frozen", MicroBatch(4, one_per_user=False))):
+        model = BiasedMF(5, 5, n_factors=2, strategy=strategy,
+                         optimizer=Optimizer(kind="sgd", learning_rate=0.05))
+        model.learn(warm)
+        got[name] = model.learn(session)[0]
+    np.testing.assert_allclose(got["cut"], got["per_event"], rtol=1e-6)
+    assert len(set(got["frozen"].tolist())) == 1
+    assert len(set(got["cut"].tolist())) == 4
+    assert MicroBatch(4).bounds(np.zeros(4, np.int64), session.user).tolist() == [
+        0, 1, 2, 3, 4]
 
 
 def test_window_retrain_predicts_with_a_frozen_model_between_retrains() -> None:
@@ -85,7 +112,7 @@ def _implicit(n: int, seed: int) -> ExampleBatch:
 def test_micro_batch_of_one_equals_per_event(make: Any) -> None:
     b = _implicit(400, 1)
     pa, sa = make(None).learn(b)
-    pb, sb = make(MicroBatch(1)).learn(b)
+    pb, sb = make(MicroBatch(1, one_per_user=False)).learn(b)
     assert sa.n_updates == sb.n_updates > 0
     np.testing.assert_allclose(pa, pb, rtol=1e-4, atol=1e-5)
 
@@ -95,7 +122,7 @@ def test_micro_batch_of_one_equals_per_event(make: Any) -> None:
     lambda s: BPR(10, 12, n_factors=3, strategy=s),
 ], ids=["ftrl", "bpr"])
 def test_ftrl_and_bpr_micro_batches_score_with_frozen_parameters(make: Any) -> None:
-    model = make(MicroBatch(3))
+    model = make(MicroBatch(3, one_per_user=False))
     model.learn(_implicit(200, 2))
     same = ExampleBatch.from_arrays([1] * 6, [2] * 6, [1.0] * 6)
     preds, stats = model.learn(same)
@@ -138,7 +165,7 @@ def _ftrl_reference(model: FTRL, b: ExampleBatch, size: int) -> tuple[np.ndarray
 
 def test_ftrl_micro_batch_sums_each_coordinates_updates_with_frozen_weights() -> None:
     b = _implicit(300, 3)
-    model = FTRL(10, 12, feature_bits=8, l1=0.1, strategy=MicroBatch(32))
+    model = FTRL(10, 12, feature_bits=8, l1=0.1, strategy=MicroBatch(32, one_per_user=False))
     model.learn(_implicit(100, 4))  # start from non-zero z and n
     z, n = _ftrl_reference(model, b, 32)
     model.learn(b)
@@ -193,7 +220,7 @@ def test_bpr_micro_batch_steps_each_row_once_along_its_mean_gradient() -> None:
     rng = np.random.default_rng(5)
     b = ExampleBatch.from_arrays(rng.integers(1, 40, 400), rng.integers(1, 30, 400),
                                  rng.integers(0, 2, 400))
-    model = BPR(40, 30, n_factors=4, l2_bias=0.01, strategy=MicroBatch(16))
+    model = BPR(40, 30, n_factors=4, l2_bias=0.01, strategy=MicroBatch(16, one_per_user=False))
     model.learn(_implicit(50, 6))
     ref = _bpr_reference(model, b, 16)
     model.learn(b)
@@ -210,7 +237,7 @@ def test_fm_binary_micro_batch_moves_no_coordinate_more_than_one_step() -> None:
     b.feat_idx = np.tile(np.arange(5), n)
     b.feat_val = np.ones(5 * n, dtype=np.float32)
     model = FM(10, 12, feature_bits=4, task="binary", n_factors=3, init_std=0.1,
-               strategy=MicroBatch(n))
+               strategy=MicroBatch(n, one_per_user=False))
     eta = model.optimizer.learning_rate
     W, V = model.arrays["weights"].copy(), model.arrays["factors"].copy()
     model.learn(b)
@@ -238,7 +265,7 @@ def test_micro_batch_leaves_its_slots_empty_and_their_buffers_zero(make: Any,
     weight[::50] = 3e38
     b = ExampleBatch.from_arrays(rng.integers(1, 40, n), rng.integers(1, 30, n),
                                  rng.integers(1, 6, n), weight=weight)
-    model = make(MicroBatch(32), Optimizer(kind=optimizer, learning_rate=0.05))
+    model = make(MicroBatch(32, one_per_user=False), Optimizer(kind=optimizer, learning_rate=0.05))
     # An item row whose gradient sums overflow: its row steps are rejected (with SGD;
     # AdaGrad's overflowing sum of squares makes its steps zero instead, for BPR).
     factors = model.arrays["item_factors" if "item_factors" in model.arrays else "factors"]
