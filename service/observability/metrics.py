@@ -190,6 +190,16 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.label_outcomes = Gauge(
+            "freshrec_label_outcomes",
+            "What became of impressions and positives (task binary), totals since the "
+            "stream's first checkpoint: impressions_converted (learned as positives), "
+            "negatives_emitted, late_clicks (after their impression's window), "
+            "positives_without_impression (counted, not learned), impressions_merged, "
+            "pending_evicted (resolved early: max_pending full), features_truncated.",
+            ["outcome"],
+            registry=r,
+        )
         self.shadow_member_loss = Gauge(
             "freshrec_shadow_member_loss",
             "Recent progressive loss (squared error, or log loss for clicks, over about "

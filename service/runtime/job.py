@@ -109,6 +109,11 @@ from service.storage import StorageError, open_store
 
 log = logging.getLogger(__name__)
 
+# The labeler's running totals exported as freshrec_label_outcomes (task binary).
+LABEL_OUTCOMES = ("impressions_converted", "negatives_emitted", "late_clicks",
+                  "positives_without_impression", "impressions_merged", "pending_evicted",
+                  "features_truncated")
+
 # Evaluator metrics exported as freshrec_progressive_loss (lower is better).
 LOSSES = frozenset({"rmse", "mae", "log_loss"})
 
@@ -765,6 +770,9 @@ class Job:
                 gauge = m.progressive_loss if metric in LOSSES else m.progressive_score
                 gauge.labels(model=model, metric=metric, window=window_label).set(value)
             m.observe_drift(self.pipeline.drift.statistics(), outcome.drift)
+            for name in LABEL_OUTCOMES:
+                if name in outcome.stats:
+                    m.label_outcomes.labels(outcome=name).set(outcome.stats[name])
             member_losses = getattr(getattr(self.pipeline, "learner", None), "member_losses",
                                     None)
             if member_losses is not None:

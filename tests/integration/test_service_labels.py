@@ -60,8 +60,8 @@ def test_random_clicks_give_auc_within_noise_of_one_half(
     try:
         service.wait_ready()
         wait_applied(service, publish(make_producer(kafka_bootstrap), topic, values))
-        served = sample(service.metrics(), "freshrec_progressive_score", metric="auc",
-                        window="recent")
+        metrics = service.metrics()
+        served = sample(metrics, "freshrec_progressive_score", metric="auc", window="recent")
     finally:
         code = service.terminate()
     assert code == 0, service.log()
@@ -84,6 +84,9 @@ def test_random_clicks_give_auc_within_noise_of_one_half(
         # not learned: their impressions stay negatives.
         assert counters["late_clicks"] > 500, counters
         assert 500 < counters["positives_without_impression"] <= counters["late_clicks"]
+    # /metrics showed the same totals, for the team to see how many clicks came late.
+    for outcome in ("late_clicks", "positives_without_impression", "impressions_converted"):
+        assert sample(metrics, "freshrec_label_outcomes", outcome=outcome) == counters[outcome]
 
     metrics = pipeline.evaluator.metrics
     assert isinstance(metrics, BinaryMetrics)
