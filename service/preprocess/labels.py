@@ -185,16 +185,6 @@ def _pop_head(cap: int, neg_weight: float, learn_alone: bool, table: Any, ring: 
     o_user, o_item, o_ukey, o_ikey, o_ts, o_hold, o_y, o_w, o_nf, o_fidx, o_fval = out
     h = meta[_HEAD]
     kind = m_kind[h]
-    if kind == _UNSEEN and not learn_alone:
-        # A positive no impression claimed: it has no "as shown" to be. Built from the
-        # positive's own event it is recognisable by its shape (the maps a click states
-        # are not an impression's), and predict-then-learn then scores it by shape: the
-        # leak is counted, not learned.
-        s = find(table, m_key[h])
-        if s >= 0 and value_at(table, s) == h:
-            remove(table, m_key[h])
-        meta[_UNLEARNED] += 1
-        kind = _DEAD
     if kind != _DEAD:
         # The table holds the pair's newest entry only: leave it if a newer one replaced
         # this one.
@@ -202,6 +192,13 @@ def _pop_head(cap: int, neg_weight: float, learn_alone: bool, table: Any, ring: 
         newest = s >= 0 and value_at(table, s) == h
         if newest:
             remove(table, m_key[h])
+    if kind == _UNSEEN and not learn_alone:
+        # A positive no impression claimed: it has no "as shown" to be. Built from the
+        # positive's own event it is recognisable by its shape (the maps a click states
+        # are not an impression's), and predict-then-learn then scores it by shape: the
+        # leak is counted, not learned.
+        meta[_UNLEARNED] += 1
+    elif kind != _DEAD:
         o_user[n_out] = m_user[h]
         o_item[n_out] = m_item[h]
         o_ukey[n_out] = m_ukey[h]
