@@ -179,18 +179,22 @@ class ArrayLearner:
         return self._predict(batch)
 
     def learn(
-        self, batch: ExampleBatch, strategy: Strategy | None = None
+        self, batch: ExampleBatch, strategy: Strategy | None = None,
+        bounds: IntArray | None = None,
     ) -> tuple[FloatArray, LearnStats]:
         """Predict each example, then learn from it; return the pre-update predictions.
 
-        ``strategy`` overrides the learner's own for this call.
+        ``strategy`` overrides the learner's own for this call; ``bounds`` are its
+        mini-batch bounds of ``batch`` when the caller has them already (the shadow stack
+        cuts once for all its members).
         """
         self._check(batch)
         n = len(batch)
         if n == 0:
             return np.zeros(0, dtype=np.float32), LearnStats()
         strategy = strategy if strategy is not None else self.strategy
-        bounds = strategy.bounds(batch.ts_ms, batch.user)
+        if bounds is None:
+            bounds = strategy.bounds(batch.ts_ms, batch.user)
         self._advance_marks(int(batch.user.max()) + 1, int(batch.item.max()) + 1)
         preds, updates, skipped = self._learn(batch, bounds)
         mask = np.isfinite(batch.y) & (batch.weight > 0)

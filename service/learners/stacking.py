@@ -111,7 +111,7 @@ def _to_inputs(x: npt.NDArray[np.float64], binary: bool) -> bool:
 
 
 @njit(cache=True)
-def _stack_learn(
+def _stack(
     predictions: npt.NDArray[np.float64],  # (members, n)
     y: npt.NDArray[np.float64],
     weight: npt.NDArray[np.float64],
@@ -124,10 +124,14 @@ def _stack_learn(
     learning_rate: float,
     shared: float,
     binary: bool,
+    learn: bool,
     member_loss: npt.NDArray[np.float64],  # (2, members): decayed loss sums, weights
     out: npt.NDArray[np.float32],
 ) -> None:
-    """Score each example with the stack as it is, then take its NLMS step."""
+    """Score each example with the stack as it is, then (``learn``) take its NLMS step.
+
+    Scoring only (``predict``, ``recommend``) reads the weights, counts and bounds and
+    changes nothing, so served scores are the ones learning computes."""
     n_members, n = predictions.shape
     x = np.empty(n_members)
     d = np.empty(n_members)
@@ -161,7 +165,7 @@ def _stack_learn(
             out[t] = p
             error = z - y[t]
         yt = y[t]
-        if not (weight[t] > 0.0) or not finite(yt):
+        if not learn or not (weight[t] > 0.0) or not finite(yt):
             continue  # scored, not learned (the members skip it too)
         for k in range(n_members):
             pk = predictions[k, t]
@@ -298,23 +302,20 @@ class ShadowStack:
         if n == 0:
             return np.zeros(0, dtype=np.float32), stats
         scores = np.empty((len(self.members), n), dtype=np.float64)
+        # The members share one strategy: cut the mini-batches once for all of them.
+        bounds = self.strategy.bounds(batch.ts_ms, batch.user)
         for k, m in enumerate(self.members):
-            p, s = m.learn(batch)
+            p, s = m.learn(batch, bounds=bounds)
             scores[k] = p
             stats.n_updates += s.n_updates
             stats.n_skipped_nonfinite += s.n_skipped_nonfinite
-        out = np.empty(n, dtype=np.float32)
-        _stack_learn(scores, batch.y.astype(np.float64), batch.weight.astype(np.float64),
-                     batch.user, batch.item, self.weights, self.user_seen, self.item_seen,
-                     self.bounds, self.learning_rate, self.shared, self.task == "binary",
-                     self.member_loss, out)
-        return out, stats
+        return self._score(scores, batch, learn=True), stats
 
     def predict(self, batch: ExampleBatch) -> FloatArray:
         if len(batch) == 0:
             return np.zeros(0, dtype=np.float32)
         scores = np.stack([m.predict(batch).astype(np.float64) for m in self.members])
-        return self._combine(scores, self.user_seen[batch.user], self.item_seen[batch.item])
+        return self._score(scores, batch, learn=False)
 
     def recommend(self, user: int, k: int = 10, exclude: IntArray | None = None,
                   exclude_seen: bool = True) -> tuple[IntArray, FloatArray]:
@@ -430,28 +431,15 @@ class ShadowStack:
                     "members": members},
             arrays=arrays, format_version=STATE_FORMAT_VERSION, counters=counters)
 
-    def _combine(self, scores: npt.NDArray[np.float64], user_seen: npt.NDArray[np.uint8],
-                 item_seen: npt.NDArray[np.uint8]) -> FloatArray:
-        """The stack's scores of ``scores`` (members x n) without learning."""
-        binary = self.task == "binary"
-        x = scores.copy()
-        if binary:
-            p = np.clip(x, _PROBABILITY_FLOOR, 1.0 - _PROBABILITY_FLOOR)
-            x = np.log(p / (1.0 - p))
-        finite = np.isfinite(x).all(axis=0)
-        x[:, ~finite] = 0.0
-        mean = x.mean(axis=0)
-        d = x - mean
-        bands = np.searchsorted(np.asarray(COUNT_EDGES), np.stack([user_seen, item_seen]),
-                                side="right")
-        context = 1 + 4 * bands[0] + bands[1]
-        z = mean + np.einsum("kn,nk->n", d, self.weights[0] + self.weights[context])
-        if binary:
-            z = 1.0 / (1.0 + np.exp(-z))
-        elif self.bounds[1] >= self.bounds[0]:
-            z = np.clip(z, self.bounds[0], self.bounds[1])
-        z = np.where(finite, z, scores[0])
-        return z.astype(np.float32)
+    def _score(self, scores: npt.NDArray[np.float64], batch: ExampleBatch, *,
+               learn: bool) -> FloatArray:
+        """The stack's scores from the members' ``scores`` (members x n) of ``batch``."""
+        out = np.empty(len(batch), dtype=np.float32)
+        _stack(scores, batch.y.astype(np.float64), batch.weight.astype(np.float64),
+               batch.user, batch.item, self.weights, self.user_seen, self.item_seen,
+               self.bounds, self.learning_rate, self.shared, self.task == "binary", learn,
+               self.member_loss, out)
+        return out
 
     def _item_scores(self, user: int) -> FloatArray:
         # The members' full predictions, not their item-ranking scores: those leave out
