@@ -68,7 +68,7 @@ from service.config import Settings
 from service.drift.config import DriftConfig
 from service.drift.monitor import adwin_from_config, page_hinkley_from_config
 from service.readers import ColumnMapping, Interactions, Replay, read_table, replay
-from service.readers.source import DataSpec
+from service.readers.source import DataSpec, split_kind_path
 from service.runtime.pipeline import BatchOutcome, Pipeline
 
 FloatArray = npt.NDArray[np.float64]
@@ -106,15 +106,10 @@ class RealSpec:
 
     @classmethod
     def parse(cls, text: str) -> RealSpec:
-        kind, sep, path = text.partition(":")
-        if not sep or not path:
-            raise ValueError(f"--real {text!r} must be KIND:PATH, e.g. movielens:u.data; "
-                             f"kinds: {', '.join(KINDS)}")
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r} in --real {text}; kinds: "
-                             f"{', '.join(KINDS)} (the plants change items and ratings, so "
-                             "bench drift replays rating data)")
-        return cls(kind, Path(path))
+        kind, path = split_kind_path(
+            text, "--real", KINDS,
+            why="the plants change items and ratings, so bench drift replays rating data")
+        return cls(kind, path)
 
     def read(self, columns: ColumnMapping | None = None, limit: int | None = None
              ) -> Interactions:

@@ -44,6 +44,24 @@ from service.readers.columns import Format
 KINDS = ("movielens", "criteo", "avazu", "implicit", "csv", "jsonl", "parquet")
 
 
+def split_kind_path(text: str, option: str, kinds: tuple[str, ...], *, noun: str = "kind",
+                    why: str = "") -> tuple[str, Path]:
+    """``KIND:PATH`` of command-line ``option`` as (kind, path), or a ValueError that
+    lists ``kinds`` (and says ``why`` only those).
+
+    >>> split_kind_path("csv:a:b.csv", "--data", ("csv",))
+    ('csv', PosixPath('a:b.csv'))
+    """
+    kind, sep, path = text.partition(":")
+    if not sep or not path:
+        raise ValueError(f"{option} {text!r} must be KIND:PATH, e.g. movielens:u.data; "
+                         f"kinds: {', '.join(kinds)}")
+    if kind not in kinds:
+        raise ValueError(f"unknown {noun} {kind!r} in {option} {text}; kinds: "
+                         f"{', '.join(kinds)}" + (f" ({why})" if why else ""))
+    return kind, Path(path)
+
+
 @dataclass(frozen=True, slots=True)
 class DataSpec:
     """One ``--data`` argument: the reader's kind and the file."""
@@ -53,14 +71,8 @@ class DataSpec:
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
-        kind, sep, path = text.partition(":")
-        if not sep or not path:
-            raise ValueError(f"--data {text!r} must be KIND:PATH, e.g. movielens:u.data; "
-                             f"kinds: {', '.join(KINDS)}")
-        if kind not in KINDS:
-            raise ValueError(f"unknown data kind {kind!r} in --data {text}; kinds: "
-                             f"{', '.join(KINDS)}")
-        return cls(kind, Path(path))
+        kind, path = split_kind_path(text, "--data", KINDS, noun="data kind")
+        return cls(kind, path)
 
     def read(self, columns: ColumnMapping | None = None, limit: int | None = None
              ) -> Interactions:
