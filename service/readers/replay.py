@@ -130,7 +130,12 @@ class Replay:
         it carries. The impression comes first: when rows are ``click_delay_ms`` apart
         (Criteo, Avazu), a row's impression time is also the previous row's click time,
         and two clicked rows in a row were both traced to the first (the other contenders
-        then learned its features twice, which flattered them).
+        then learned its features twice, which flattered them). Failing both, a positive
+        at an unclicked row's time is that row's: a user shown the same item twice inside
+        the attribution window and clicking the second time gives one example, the first
+        impression as shown with the click's label (the labeler merges repeated
+        impressions), and the other contenders must learn that same example (they lost
+        it before, and freshrec was scored on positives they never saw).
 
         >>> from service.readers import Interactions
         >>> t = Interactions.build("clicks", user=["a", "b", "c"], item=["x"] * 3,
@@ -147,8 +152,7 @@ class Replay:
             via_click = self._lookup(ts - self.click_delay_ms)
             ok = (via_click >= 0) & clicked[np.maximum(via_click, 0)]
             rows = np.where(positive & ~own & ok, via_click, rows)
-            # A positive must be a clicked row's, by its impression or by its click.
-            rows = np.where(positive & ~own & ~ok, -1, rows)
+            # Otherwise a positive is an unclicked row's only by that row's own time.
         return rows
 
     def _lookup(self, ts: IntArray) -> IntArray:

@@ -168,3 +168,40 @@ def test_rows_of_refuses_times_no_row_has() -> None:
     at = int(r.row_ts_ms[unclicked])
     assert r.rows_of(np.array([at, at + 1000, -5]), np.array([0.0, 1.0, 0.0])).tolist() == [
         unclicked, -1, -1]
+
+
+def test_a_pair_clicked_on_its_second_impression_is_one_example_for_everyone() -> None:
+    # u1 sees a1 twice inside the attribution window and clicks the second time: the
+    # labeler merges the two impressions into one positive at the first one's time.
+    t = Interactions.build(
+        "clicks", user=["u0", "u1", "u2", "u1", "u3"], item=["a0", "a1", "a2", "a1", "a3"],
+        ts_ms=T0 + np.array([0, 10_000, 20_000, 30_000, 40_000]),
+        label=[0.0, 0.0, 1.0, 1.0, 0.0])
+    settings = bench_settings("clicks", {"preprocess": {"holdout_fraction": 0}})
+    out = run_pipeline("freshrec-per-event", replay(t), settings, 1000, warm_up=False)
+    assert out.unmapped == 0 and out.label_mismatches == 0 and out.merged_positives == 1
+    # Row 1 (the first impression, unclicked in the file) is learned as a positive by every
+    # contender; row 3 gave no example of its own.
+    by_row = dict(zip(out.sequence.rows.tolist(), out.sequence.y.tolist(), strict=True))
+    assert by_row == {0: 0.0, 1: 1.0, 2: 1.0, 4: 0.0}
+    # freshrec is scored on exactly the examples the others learn.
+    assert len(out.run) == len(out.sequence)
+    assert np.array_equal(out.run.y, out.sequence.y.astype(np.float64))
+
+
+def test_freshrec_is_scored_only_on_examples_that_trace_back_to_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    t = clicks_table(300)
+    r = replay(t)
+    real = type(r).rows_of
+
+    def lose_the_first_two(self: object, ts: np.ndarray, y: np.ndarray) -> np.ndarray:
+        rows = real(r, ts, y)
+        rows[:2] = -1
+        return rows
+
+    monkeypatch.setattr(type(r), "rows_of", lose_the_first_two)
+    settings = bench_settings("clicks", {"preprocess": {"holdout_fraction": 0}})
+    out = run_pipeline("freshrec-per-event", r, settings, 1000, warm_up=False)
+    assert out.unmapped == 2
+    assert len(out.run) == len(out.sequence) == len(t) - 2

@@ -105,9 +105,15 @@ class PipelineOutcome:
     rejected
         Messages refused, by reason, with the first detail of each.
     unmapped
-        Examples whose event time matches no row (none unless the pipeline moved a time).
+        Examples whose event time matches no row (none unless the pipeline moved a time);
+        freshrec is not scored on them either.
     label_mismatches
-        Examples whose label differs from their row's (rating, click label, 1).
+        Examples whose label differs from their row's (rating, click label, 1), other than
+        ``merged_positives``.
+    merged_positives
+        Positives learned as an earlier, unclicked impression of a pair clicked later in
+        its attribution window (the labeler merges repeated impressions); every contender
+        learns that row with the positive label.
     rows_learned_twice
         Rows that gave more than one example.
     rows_without_example
@@ -126,6 +132,7 @@ class PipelineOutcome:
     rejected: dict[str, tuple[int, str]] = field(default_factory=dict)
     unmapped: int = 0
     label_mismatches: int = 0
+    merged_positives: int = 0
     rows_learned_twice: int = 0
     rows_without_example: int = 0
     holdout: int = 0
@@ -190,12 +197,20 @@ def run_pipeline(name: str, replay: Replay, settings: Settings, batch_size: int,
     rows = replay.rows_of(ts, y)
     mapped = rows >= 0
     target = replay.table.target()
-    mismatches = int((target[rows[mapped]] != y[mapped].astype(np.float32)).sum())
+    differs = target[rows[mapped]] != y[mapped].astype(np.float32)
+    # A positive on an unclicked row is an impression merged with a later clicked one of
+    # the same pair (Replay.rows_of): the labeler's doing, not a wrong label.
+    merged = differs & (y[mapped] > 0) if replay.table.kind == "clicks" else np.zeros_like(differs)
+    mismatches = int((differs & ~merged).sum())
     unique = len(np.unique(rows[mapped]))
     ranks, rank_at = recorder.ranks()
     strategy = settings.learner.strategy
+    # Scored on the examples the other contenders get, and on no other: an example that
+    # traces back to no row is one they cannot learn (its loss would count for freshrec
+    # alone).
     run = ContenderRun(
-        name=name, library="freshrec", task=learner_task, y=y, pred=pred, weight=weight,
+        name=name, library="freshrec", task=learner_task, y=y[mapped], pred=pred[mapped],
+        weight=weight[mapped],
         cpu_seconds=cpu, config=f"{settings.learner.model}, {strategy}",
         timed="Pipeline.process: decode, preprocess, learn, evaluate, drift",
         messages=sum(len(v) for v, _ in batches),
@@ -209,6 +224,7 @@ def run_pipeline(name: str, replay: Replay, settings: Settings, batch_size: int,
         run=run, sequence=sequence,
         rejected={k: (v, details[k]) for k, v in rejected.most_common()},
         unmapped=int((~mapped).sum()), label_mismatches=mismatches,
+        merged_positives=int(merged.sum()),
         rows_learned_twice=int(mapped.sum()) - unique,
         rows_without_example=len(replay.table) - unique, holdout=holdout,
         resets_requested=resets,

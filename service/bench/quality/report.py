@@ -102,8 +102,13 @@ def pipeline_problems(out: PipelineOutcome) -> list[str]:
         problems.append(f"{out.label_mismatches:,} labels differ from their rows'")
     if out.rows_learned_twice:
         problems.append(f"{out.rows_learned_twice:,} rows learned twice")
+    if out.merged_positives:
+        problems.append(f"{out.merged_positives:,} positives are an earlier impression of "
+                        "a pair clicked later in its window (repeated impressions merged; "
+                        "every contender learned that row as a positive)")
     if out.unmapped:
-        problems.append(f"{out.unmapped:,} examples trace back to no row")
+        problems.append(f"{out.unmapped:,} examples trace back to no row (left out of "
+                        "freshrec's scores too)")
     problems += [f"{k} {int(v):,} ({COUNTER_NOTES.get(k, 'labeler counter')})"
                  for k, v in out.counters.items()]
     return problems
@@ -185,6 +190,7 @@ def as_json(reports: list[DataReport]) -> list[dict[str, Any]]:
                           "evaluator": run.evaluator, "holdout": pipe.holdout,
                           "rejected": {k: n for k, (n, _) in pipe.rejected.items()},
                           "label_mismatches": pipe.label_mismatches,
+                          "merged_positives": pipe.merged_positives,
                           "rows_learned_twice": pipe.rows_learned_twice,
                           "rows_without_example": pipe.rows_without_example,
                           "resets_requested": pipe.resets_requested,
