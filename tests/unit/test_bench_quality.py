@@ -156,6 +156,22 @@ def test_pipeline_run_reports_what_it_refused() -> None:
     assert out.sequence.rows.tolist() == [0, 2]
 
 
+def test_a_rating_scale_beyond_the_default_range_is_taken_from_the_data() -> None:
+    base = ratings_table(200)
+    table = Interactions.build("ratings", user=base.user.tolist(), item=base.item.tolist(),
+                               ts_ms=base.ts_ms, value=5.0 * base.target() - 15.0, name="j")
+    rep = run_data(table, ["freshrec-per-event"], {}, batch=100, window=None)
+    assert rep.pipelines["freshrec-per-event"].rejected == {}
+    assert rep.settings["preprocess"]["rating_min"] == -10.0
+    assert any("ratings range over [-10, 10]" in n for n in rep.notes)
+    # A range given on the command line is the user's: kept, and the rest is refused.
+    rep = run_data(table, ["freshrec-per-event"],
+                   {"preprocess": {"rating_min": 0.5, "rating_max": 5.0}}, batch=100,
+                   window=None)
+    assert "value_out_of_range" in rep.pipelines["freshrec-per-event"].rejected
+    assert not any("ratings range over" in n for n in rep.notes)
+
+
 def test_scores_of_known_predictions() -> None:
     y = np.array([1.0, 0.0, 1.0, 0.0])
     run = ContenderRun("x", "vw", "binary", y=y, pred=np.array([0.9, 0.1, 0.8, 0.3]),

@@ -34,9 +34,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from service.bench.quality.overrides import bench_settings, parse_overrides
+from service.bench.quality.overrides import bench_settings, merge, parse_overrides
 from service.bench.quality.pipeline_run import PipelineOutcome, run_pipeline
 from service.bench.quality.popularity import run_popularity
 from service.bench.quality.report import DataReport, as_json, markdown, plot
@@ -81,11 +82,50 @@ def choose_contenders(text: str | None) -> list[str]:
     return names
 
 
+def rating_range_of(table: Interactions, overrides: dict[str, Any]
+                    ) -> tuple[dict[str, Any], str | None]:
+    """``overrides`` with the data's own rating range when the file's ratings leave the
+    service's default range and ``--settings`` names neither end, and a note saying so.
+
+    The service rejects a rating outside ``[preprocess.rating_min, rating_max]``
+    (``value_out_of_range``): a scale other than 0.5-5 stars (Jester's -10..10,
+    MovieTweetings' 0..10) would otherwise be judged on the subset that happens to fit.
+
+    >>> t = Interactions.build("ratings", user=["a", "b"], item=["x", "x"],
+    ...                        ts_ms=[0, 1], value=[-9.5, 10.0])
+    >>> o, note = rating_range_of(t, {})
+    >>> o["preprocess"]
+    {'rating_min': -9.5, 'rating_max': 10.0}
+    >>> note[:70]
+    "ratings range over [-9.5, 10] (the service's default range is [0.5, 5]"
+    >>> rating_range_of(t, {"preprocess": {"rating_max": 10}})[1] is None
+    True
+    """
+    given = overrides.get("preprocess", {})
+    if table.kind != "ratings" or "rating_min" in given or "rating_max" in given:
+        return overrides, None
+    values = table.target()
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return overrides, None
+    lo, hi = float(values.min()), float(values.max())
+    default = bench_settings("ratings", {}).preprocess
+    if default.rating_min <= lo and hi <= default.rating_max:
+        return overrides, None
+    if lo == hi:
+        return overrides, None
+    note = (f"ratings range over [{lo:g}, {hi:g}] (the service's default range is "
+            f"[{default.rating_min:g}, {default.rating_max:g}]): preprocess.rating_min={lo:g} "
+            f"and preprocess.rating_max={hi:g} for this run (--settings to choose others)")
+    return merge(overrides, {"preprocess": {"rating_min": lo, "rating_max": hi}}), note
+
+
 def run_data(table: Interactions, contenders: list[str], overrides: dict[str, Any],
              batch: int | None, window: int | None, order: str = "pipeline") -> DataReport:
     """Every applicable contender on one data set."""
     kinds = contender_kinds()
     chosen = [c for c in contenders if table.kind in kinds[c]]
+    overrides, range_note = rating_range_of(table, overrides)
     base = bench_settings(table.kind, overrides)
     batch_size = batch or base.kafka.batch_size
     rep = replay(table)
@@ -93,7 +133,7 @@ def run_data(table: Interactions, contenders: list[str], overrides: dict[str, An
           f"{base.learner.model} in batches of {batch_size:,}", flush=True)
     pipelines: dict[str, PipelineOutcome] = {}
     runs: list[ContenderRun] = []
-    notes: list[str] = []
+    notes: list[str] = [range_note] if range_note else []
     for name in [c for c in chosen if c in FRESHREC]:
         settings = bench_settings(table.kind, overrides,
                                   {"learner": {"strategy": FRESHREC[name]}})
@@ -194,8 +234,9 @@ The data set is read, ordered by event time and turned into the events a produce
 would publish (clicks: an impression, plus a click 1 s later for clicked rows). freshrec
 runs the events through its Pipeline in batches (decode, dedup, admission, holdout,
 click attribution, the learner, drift detection and reactions), with its default
-settings, the data kind's model and --settings on top, once per update strategy. The
-examples freshrec learned, traced back to their rows, are then learned in the same order
+settings, the data kind's model and --settings on top, once per update strategy (a
+ratings file whose scale leaves the default 0.5-5 takes its own range unless --settings
+names preprocess.rating_min or rating_max). The examples freshrec learned, traced back to their rows, are then learned in the same order
 with the same labels by River and Vowpal Wabbit (predict, then learn). Every contender
 is scored by the same code: RMSE/MAE (ratings), log loss/AUC (clicks), sampled
 recall@10/NDCG@10 (implicit). The table is printed and written to --out as quality.md
