@@ -238,9 +238,9 @@ settings, the data kind's model and --settings on top, once per update strategy 
 ratings file whose scale leaves the default 0.5-5 takes its own range unless --settings
 names preprocess.rating_min or rating_max). The examples freshrec learned, traced back
 to their rows, are then learned in the same order with the same labels by River and
-Vowpal Wabbit (predict, then learn). Every contender
-is scored by the same code: RMSE/MAE (ratings), log loss/AUC (clicks), sampled
-recall@10/NDCG@10 (implicit). The table is printed and written to --out as quality.md
+Vowpal Wabbit (predict, then learn). Every contender is scored by the same code, on
+the same examples: RMSE/MAE (ratings), log loss/AUC (clicks), sampled recall@10/NDCG@10
+(implicit). The table is printed and written to --out as quality.md
 and quality.json, with a plot of the windowed metric over time per data set. Figures
 are not pass/fail: compare contenders within one run (docs/quality.md).
 """
