@@ -207,7 +207,7 @@ def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
                 detections.append((d.detector, int(d.at_event)))
             reactions += int(d.reaction != "alert")
 
-    for lo, hi, now in rep.batches(batch, settings.preprocess.allowed_lateness_ms):
+    for lo, hi, now in rep.batches(batch):
         collect(pipeline.process(rep.values[lo:hi], now_ms=now))
     collect(pipeline.finish())
     loss = np.concatenate(losses) if losses else np.zeros(0)

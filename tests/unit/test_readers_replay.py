@@ -81,7 +81,7 @@ def write_formats(tmp: Path) -> dict[str, Interactions]:
 def test_every_format_replays_as_events_the_decoder_accepts(tmp_path: Path) -> None:
     for name, table in write_formats(tmp_path).items():
         r = replay(table)
-        for lo, hi, now in r.batches(size=3, max_span_ms=PreprocessConfig().allowed_lateness_ms):
+        for lo, hi, now in r.batches(size=3):
             decoded = decode_batch(r.values[lo:hi], now, PreprocessConfig())
             assert decoded.rejections == [], (name, decoded.rejections)
         ids = [orjson.loads(v)["event_id"] for v in r.values]
@@ -143,7 +143,7 @@ def test_without_the_end_marker_the_last_impressions_stay_pending() -> None:
     settings = bench_settings("clicks", {"preprocess": {"holdout_fraction": 0}})
     pipeline = Pipeline(settings)
     learned = sum(pipeline.process(r.values[lo:hi], now_ms=now).n_trained
-                  for lo, hi, now in r.batches(1000, settings.preprocess.allowed_lateness_ms))
+                  for lo, hi, now in r.batches(1000))
     # The last five minutes' impressions wait for a window that no later event closes.
     last = t.ts_ms.max() - settings.preprocess.attribution_window_ms
     waiting = int(((t.ts_ms >= last) & (t.label == 0)).sum())
@@ -152,14 +152,42 @@ def test_without_the_end_marker_the_last_impressions_stay_pending() -> None:
     assert pipeline.process([marker], now_ms=at).n_trained == len(t) - learned
 
 
-def test_batches_respect_size_and_span() -> None:
-    t = Interactions.build("ratings", user=["u"] * 6, item=["i"] * 6,
-                           ts_ms=[0, 10, 20, 100, 110, 500], value=[1] * 6)
+def test_batches_are_polls_of_a_fixed_size_whatever_time_they_span() -> None:
+    t = Interactions.build("ratings", user=["u"] * 5, item=["i"] * 5,
+                           ts_ms=[0, 10, 20, 100, 500], value=[1] * 5)
     r = replay(t)
-    assert list(r.batches(size=2, max_span_ms=50)) == [(0, 2, 10), (2, 3, 20), (3, 5, 110),
-                                                      (5, 6, 500)]
+    assert list(r.batches(size=2)) == [(0, 2, 10), (2, 4, 100), (4, 5, 500)]
     with pytest.raises(ValueError, match="at least 1"):
-        list(r.batches(size=0, max_span_ms=50))
+        list(r.batches(size=0))
+
+
+def test_a_poll_spanning_years_of_history_learns_as_small_polls_do() -> None:
+    """A backlog poll spans far more than the allowed lateness (one day): lateness is
+    judged against the stream's watermark, so nothing is refused, and the model is the
+    one that small polls give."""
+    from service.runtime.pipeline import Pipeline
+
+    rng = np.random.default_rng(3)
+    n = 600
+    day = 86_400_000
+    ts = np.cumsum(rng.integers(0, 3 * day, n))  # about 2.5 years
+    t = Interactions.build("ratings", user=[f"u{k}" for k in rng.integers(0, 40, n)],
+                           item=[f"i{k}" for k in rng.integers(0, 60, n)], ts_ms=ts,
+                           value=rng.integers(1, 6, n).astype(float))
+    r = replay(t)
+    settings = bench_settings("ratings", {"preprocess": {"holdout_fraction": 0}})
+    runs = []
+    for size in (n, 7):
+        pipeline = Pipeline(settings)
+        outs = [pipeline.process(r.values[lo:hi], now_ms=now)
+                for lo, hi, now in r.batches(size)]
+        outs.append(pipeline.finish())
+        assert sum(len(o.rejected) for o in outs) == 0
+        runs.append((np.concatenate([o.event_ts_ms for o in outs]),
+                     np.concatenate([o.losses for o in outs])))
+    assert len(runs[0][0]) == n
+    assert np.array_equal(runs[0][0], runs[1][0])
+    assert np.array_equal(runs[0][1], runs[1][1])
 
 
 def test_rows_of_refuses_times_no_row_has() -> None:

@@ -144,7 +144,7 @@ def _warm_up(replay: Replay, settings: Settings, batch_size: int) -> None:
     """Load the compiled kernels (numba's cache) outside the timed run."""
     pipeline = Pipeline(settings)
     end = min(len(replay), WARMUP_MESSAGES)
-    for lo, hi, now in replay.batches(batch_size, settings.preprocess.allowed_lateness_ms):
+    for lo, hi, now in replay.batches(batch_size):
         if lo >= end:
             break
         pipeline.process(replay.values[lo:hi], now_ms=now)
@@ -167,7 +167,7 @@ def run_pipeline(name: str, replay: Replay, settings: Settings, batch_size: int,
     stats: dict[str, float] = {}
     cpu = 0.0
     batches = [(replay.values[lo:hi], now) for lo, hi, now in
-               replay.batches(batch_size, settings.preprocess.allowed_lateness_ms)]
+               replay.batches(batch_size)]
     if replay.table.kind == "clicks":
         # Resolve the last impressions as a live stream's later traffic would.
         marker, at = replay.end_marker(settings.preprocess.attribution_window_ms + 1)
