@@ -12,9 +12,12 @@ Writing protocol (one checkpoint):
    and the offsets. This is the only part that stalls consumption.
 2. On a background thread, write the array files, then the manifest. The manifest is the
    commit point: a checkpoint without one is invisible to recovery.
-3. Back on the main thread (``poll_background``), report the checkpoint durable: the job
+3. Still on the background thread, prune old checkpoints, keeping the newest ``keep``.
+   Pruning is housekeeping: a store that fails it (it may have gone down right after the
+   manifest landed) leaves extra folders for the next prune, and never fails the
+   checkpoint or the service.
+4. Back on the main thread (``poll_background``), report the checkpoint durable: the job
    then commits its offsets to Kafka, for lag monitoring and for tools that read them.
-4. Prune old checkpoints, keeping the newest ``keep``.
 
 Names are ``<epoch>-<sequence>``. The epoch goes up by one each time an instance becomes
 the active one (``begin_epoch``), and recovery takes the newest checkpoint by epoch first:
@@ -271,8 +274,16 @@ class CheckpointManager:
             error: BaseException | None = None
         except BaseException as exc:
             error = exc
-        self._done.put(_Done(sequence, offsets, time.perf_counter() - started, error,
-                             on_durable))
+        seconds = time.perf_counter() - started
+        if error is None:
+            # Step 3: prune, here rather than on the main thread, so that listing a slow
+            # or dead store never stalls consumption.
+            try:
+                self._prune(sequence)
+            except Exception as exc:
+                log.warning("could not prune checkpoints older than %s (kept for the next "
+                            "prune): %s", sequence, exc)
+        self._done.put(_Done(sequence, offsets, seconds, error, on_durable))
 
     def _join(self) -> None:
         if self._thread is not None:
@@ -291,13 +302,11 @@ class CheckpointManager:
                 last_error = done.error
                 log.error("checkpoint %s failed: %s", done.sequence, done.error)
                 continue
-            # Step 3: durable. Only now may the offsets be committed.
+            # Step 4: durable (and pruned). Only now may the offsets be committed.
             self._offsets = done.offsets
             log.debug("checkpoint %s durable in %.3fs", done.sequence, done.seconds)
             if done.on_durable is not None:
                 done.on_durable(done.offsets, done.seconds)
-            # Step 4: prune.
-            self._prune(done.sequence)
 
     def _prune(self, newest: CheckpointId) -> None:
         # Keep the newest ``keep`` complete-or-not folders at or below the one just made

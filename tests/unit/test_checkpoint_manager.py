@@ -140,3 +140,32 @@ def test_a_new_epoch_wins_over_a_former_leaders_later_write(tmp_path: Path) -> N
     restored = manager(tmp_path, keep=10).restore_latest(p)
     assert restored is not None and restored.offsets == {0: 2}
     assert p.weights[0] == 2.0
+
+
+def test_a_store_that_fails_the_prune_fails_neither_the_checkpoint_nor_the_caller(
+    tmp_path: Path,
+) -> None:
+    # The store can die between the manifest landing and the prune's listing (CI saw it):
+    # the checkpoint is durable all the same, and the old folders wait for the next prune.
+    class DiesAfterWrites(LocalFolderStore):
+        down = False
+
+        def list(self, prefix: str) -> list[str]:
+            if self.down:
+                raise StorageUnavailable("down")
+            return super().list(prefix)
+
+    store = DiesAfterWrites(tmp_path)
+    m = CheckpointManager(store, CheckpointConfig(keep=1), group_id="g", topic="t")
+    m.save(FakePipeline(1.0), {0: 1}, wait=True)
+    store.down = True
+    durable: list[dict[int, int]] = []
+    assert m.save(FakePipeline(2.0), {0: 2}, wait=True,
+                  on_durable=lambda o, _s: durable.append(o))
+    assert durable == [{0: 2}] and m.offsets() == {0: 2} and m.failures == 0
+    store.down = False
+    names = {k.split("/")[3] for k in store.list("checkpoints/g/t/")}
+    assert names == {"00000001-000000000001", "00000001-000000000002"}
+    m.save(FakePipeline(3.0), {0: 3}, wait=True)
+    names = {k.split("/")[3] for k in store.list("checkpoints/g/t/")}
+    assert names == {"00000001-000000000003"}
