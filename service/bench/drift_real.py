@@ -20,7 +20,10 @@ detections, so the per-example progressive loss it produces is the model's own. 
 same loss stream four detectors run: freshrec's ADWIN and Page-Hinkley with the run's
 settings (the service's defaults unless ``--settings`` says otherwise), built as the
 drift monitor builds them, and River's ``drift.ADWIN()`` and ``drift.PageHinkley()``
-with River's defaults, one ``update`` per event. For each stream and detector:
+with River's defaults, one ``update`` per event. The pipeline's other detectors (PSI on
+the predictions, on item popularity and on side features) get a row each as they ran in
+the pipeline, and ``freshrec-any`` is the service as an operator sees it: the first
+detection of any freshrec detector. For each stream and detector:
 
 * **false alarms**: detections on the stream with nothing planted, or before the plant
   point, also per million events;
@@ -81,6 +84,8 @@ PLANTS: dict[str, str] = {
 }
 REACTIONS = ("alert", "adapt", "reset")
 DETECTORS = ("freshrec-adwin", "freshrec-page-hinkley", "river-adwin", "river-page-hinkley")
+# The row of the first detection by any of freshrec's detectors: what an operator sees.
+ANY = "freshrec-any"
 # The pipeline's names of the two loss detectors, and which offline run each should match.
 PIPELINE_DETECTORS = {"adwin": "freshrec-adwin", "page_hinkley": "freshrec-page-hinkley"}
 KINDS = ("movielens", "jester", "csv", "jsonl")
@@ -173,7 +178,10 @@ class StreamRun:
     rmse
         The evaluator's cumulative progressive RMSE at the end.
     detections
-        ``(detector, at_event)`` of the pipeline's own loss detections.
+        ``(detector, at_event)`` of the pipeline's own detections: ``adwin`` and
+        ``page_hinkley`` on the loss, ``psi-<signal>`` for the PSI detectors.
+    monitored
+        The names of :attr:`detections` that the pipeline ran, detections or not.
     reactions
         Detections the pipeline reacted to with something other than ``alert``.
     seconds
@@ -186,6 +194,7 @@ class StreamRun:
     detections: list[tuple[str, int]]
     reactions: int
     seconds: float
+    monitored: list[str] = field(default_factory=list)
 
 
 def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
@@ -203,8 +212,7 @@ def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
         losses.append(out.losses)
         ts.append(out.event_ts_ms)
         for d in out.drift:
-            if d.signal == "loss":
-                detections.append((d.detector, int(d.at_event)))
+            detections.append((_detection_name(d.detector, d.signal), int(d.at_event)))
             reactions += int(d.reaction != "alert")
 
     for lo, hi, now in rep.batches(batch):
@@ -214,7 +222,15 @@ def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
     stamps = np.concatenate(ts) if ts else np.zeros(0, np.int64)
     rows = rep.rows_of(stamps, np.zeros(len(stamps)))
     rmse = pipeline.evaluator.report().get(("rmse", "cumulative"), float("nan"))
-    return StreamRun(loss, rows, rmse, detections, reactions, time.perf_counter() - started)
+    monitored = [_detection_name(d, s) for d, s in pipeline.drift.keys]
+    return StreamRun(loss, rows, rmse, detections, reactions, time.perf_counter() - started,
+                     monitored)
+
+
+def _detection_name(detector: str, signal: str) -> str:
+    """``adwin`` / ``page_hinkley`` for the loss detectors (the names the offline runs are
+    matched by), ``psi-<signal>`` for the others."""
+    return detector if signal == "loss" else f"{detector}-{signal}"
 
 
 def _river_hits(make: Callable[[], Any], values: list[float]) -> IntArray:
@@ -360,11 +376,18 @@ def evaluate_data(spec: RealSpec, table: Interactions, *, plants: Sequence[str],
                 notes.append(f"{kind}: the pipeline's own {pipeline_name} detections "
                              f"({len(own)}) differ from {offline} run on its loss stream "
                              f"({len(hits[offline][0])})")
-        for detector in DETECTORS:
-            positions, events = hits[detector]
-            fa, per_1m, delay, missed = score_detections(positions, events, change_at,
+        # The pipeline's other detectors, as they ran in it, then all of freshrec's as one.
+        events = len(alert.losses)
+        for other in alert.monitored:
+            if other not in PIPELINE_DETECTORS:
+                hits[f"freshrec-{other}"] = (np.asarray(
+                    [a for d, a in alert.detections if d == other], dtype=np.int64), events)
+        freshrec = [h for d, (h, _) in hits.items() if d.startswith("freshrec-")]
+        hits[ANY] = (np.unique(np.concatenate(freshrec)).astype(np.int64), events)
+        for detector, (positions, seen) in hits.items():
+            fa, per_1m, delay, missed = score_detections(positions, seen, change_at,
                                                          miss_after)
-            det_rows.append(DetectionRow(name, kind, detector, events, change_at,
+            det_rows.append(DetectionRow(name, kind, detector, seen, change_at,
                                          len(positions), fa, per_1m, delay, missed))
         react_rows.append(ReactionRow(
             name, kind, len(alert.losses),
@@ -419,7 +442,9 @@ def markdown(reports: Sequence[RealReport], reactions: Sequence[str], command: s
              when: str, miss_after: int) -> str:
     """Both tables and the notes as markdown (``drift-real.md``)."""
     parts = [f"Command: `{command}` ({when}).", "",
-             "Detectors on the progressive loss of the pipeline in 'alert' mode. events: "
+             "Detectors on the progressive loss of the pipeline in 'alert' mode, the "
+             "pipeline's PSI detectors as they ran, and freshrec-any, the first detection "
+             "of any freshrec detector. events: "
              "learned examples the detector saw; change at: the first example of the plant; "
              "FA: false alarms (any detection with nothing planted, else before the change); "
              f"delay in events; missed: nothing within {miss_after:,} events of the change.",
@@ -535,7 +560,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         command = "freshrec bench drift " + " ".join(f"--real {t}" for t in args.real)
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    print("\nDetectors on the progressive loss (pipeline in 'alert' mode); delays in events, "
+    print("\nDetectors on the progressive loss (pipeline in 'alert' mode), the pipeline's PSI "
+          "detectors, and freshrec-any (the first of any freshrec detector); delays in events, "
           f"missed: nothing within {args.miss_after:,} events of the change\n")
     print(format_table(DETECTION_HEADERS, detection_table(reports)))
     print("\nProgressive RMSE with each reaction of both loss detectors\n")

@@ -7,12 +7,14 @@ which rows the tables have, what the files hold), never about benchmark figures.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from service.bench.drift_real import (
+    ANY,
     DETECTORS,
     PLANTS,
     RealSpec,
@@ -128,8 +130,21 @@ def test_evaluate_data_has_a_row_per_plant_and_detector(tmp_path: Path) -> None:
     report = evaluate_data(spec, spec.read(), plants=list(PLANTS), reactions=["alert", "reset"],
                            overrides={}, batch=1000, seed=0, plant_at=0.5, river_events=None,
                            miss_after=2000, log=lambda _line: None)
+    psi = ["freshrec-psi-prediction", "freshrec-psi-item_popularity",
+           "freshrec-psi-feature_occurrence"]  # the pipeline's, with the default settings
     assert [(r.plant, r.detector) for r in report.detections] == [
-        (p, d) for p in PLANTS for d in DETECTORS]
+        (p, d) for p in PLANTS for d in [*DETECTORS, *psi, ANY]]
+    for p in PLANTS:
+        rows = {r.detector: r for r in report.detections if r.plant == p}
+        # freshrec-any is every freshrec detector at once: at least as many detections as
+        # the busiest one, at most their sum, and never later than the quickest.
+        own = [rows[d] for d in (*DETECTORS[:2], *psi)]
+        assert max(r.detections for r in own) <= rows[ANY].detections
+        assert rows[ANY].detections <= sum(r.detections for r in own)
+        if p != "none":
+            delays = [r.delay for r in own if not math.isnan(r.delay)]
+            first = None if math.isnan(rows[ANY].delay) else rows[ANY].delay
+            assert first == (min(delays) if delays else None)
     for r in report.detections:
         assert (r.change_at is None) == (r.plant == "none")
         assert (r.missed is None) == (r.plant == "none")
