@@ -30,6 +30,11 @@ detection of any freshrec detector. For each stream and detector:
 * **delay**: events from the plant to the first detection at or after it;
 * **missed**: no detection within ``miss_after`` events of the plant.
 
+The alert run's exported values (progressive metrics, detections so far) are also laid
+out as the series Prometheus would scrape, one sample a minute, and the shipped alerting
+rules are evaluated on them by ``promtool`` (:mod:`service.bench.alert_replay`): on a
+stream with nothing planted they must stay quiet.
+
 Events here are the examples the pipeline learned, in order (held-out events are not
 learned and are not in the loss stream). Then each stream is replayed again with the
 reaction ``adapt`` and with ``reset`` given to both loss detectors, and the progressive
@@ -65,6 +70,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.bench.alert_replay import (
+    EVENTS_PER_MINUTE,
+    QUALITY_ALERTS,
+    GaugeSample,
+    check_alerts,
+    minute_series,
+    promtool_path,
+)
 from service.bench.measure import BarPanel, format_markdown_table, format_table, save_bar_panels
 from service.bench.quality.overrides import bench_settings, merge, parse_overrides
 from service.config import Settings
@@ -182,6 +195,8 @@ class StreamRun:
         ``page_hinkley`` on the loss, ``psi-<signal>`` for the PSI detectors.
     monitored
         The names of :attr:`detections` that the pipeline ran, detections or not.
+    gauges
+        What the service would export after each batch (for the alert rules).
     reactions
         Detections the pipeline reacted to with something other than ``alert``.
     seconds
@@ -195,6 +210,7 @@ class StreamRun:
     reactions: int
     seconds: float
     monitored: list[str] = field(default_factory=list)
+    gauges: list[GaugeSample] = field(default_factory=list)
 
 
 def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
@@ -204,13 +220,18 @@ def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
     losses: list[FloatArray] = []
     ts: list[IntArray] = []
     detections: list[tuple[str, int]] = []
+    gauges: list[GaugeSample] = []
     reactions = 0
+    learned = 0
     started = time.perf_counter()
 
     def collect(out: BatchOutcome) -> None:
-        nonlocal reactions
+        nonlocal reactions, learned
         losses.append(out.losses)
         ts.append(out.event_ts_ms)
+        learned += len(out.losses)
+        gauges.append(GaugeSample(learned, pipeline.evaluator.report(),
+                                  pipeline.drift.detection_counts()))
         for d in out.drift:
             detections.append((_detection_name(d.detector, d.signal), int(d.at_event)))
             reactions += int(d.reaction != "alert")
@@ -224,7 +245,7 @@ def run_stream(rep: Replay, settings: Settings, batch: int) -> StreamRun:
     rmse = pipeline.evaluator.report().get(("rmse", "cumulative"), float("nan"))
     monitored = [_detection_name(d, s) for d, s in pipeline.drift.keys]
     return StreamRun(loss, rows, rmse, detections, reactions, time.perf_counter() - started,
-                     monitored)
+                     monitored, gauges)
 
 
 def _detection_name(detector: str, signal: str) -> str:
@@ -318,6 +339,25 @@ class ReactionRow:
 
 
 @dataclass(slots=True)
+class AlertRow:
+    """One alerting rule, evaluated by promtool on one stream's exported series.
+
+    ``firing_minutes`` counts the minutes it was firing; ``false_minutes`` those with
+    nothing planted yet (all of them on a stream with nothing planted); ``delay`` is the
+    number of examples from the plant to the first firing at or after it (NaN if none).
+    """
+
+    data: str
+    plant: str
+    alert: str
+    minutes: int
+    events_per_minute: int
+    firing_minutes: int
+    false_minutes: int
+    delay: float
+
+
+@dataclass(slots=True)
 class RealReport:
     """Every stream of one data set."""
 
@@ -329,6 +369,29 @@ class RealReport:
     detections: list[DetectionRow]
     reactions: list[ReactionRow]
     notes: list[str]
+    alerts: list[AlertRow] = field(default_factory=list)
+
+
+def alert_rows(name: str, kind: str, run: StreamRun, change_at: int | None,
+               events_per_minute: int, model: str) -> list[AlertRow]:
+    """promtool's verdict on the shipped quality alerts over ``run``'s exported series.
+
+    A minute ``m`` holds examples up to ``m * events_per_minute``; firing in a minute that
+    ends before ``change_at`` is false.
+    """
+    verdict = check_alerts(minute_series(run.gauges, events_per_minute, model))
+    rows = []
+    for alert in QUALITY_ALERTS:
+        minutes = verdict.firing.get(alert, [])
+        if change_at is None:
+            false, delay = len(minutes), float("nan")
+        else:
+            false = sum(m * events_per_minute < change_at for m in minutes)
+            after = [m * events_per_minute for m in minutes if m * events_per_minute >= change_at]
+            delay = float(after[0] - change_at) if after else float("nan")
+        rows.append(AlertRow(name, kind, alert, verdict.minutes, events_per_minute,
+                             len(minutes), false, delay))
+    return rows
 
 
 def reaction_settings(spec: RealSpec, overrides: dict[str, Any], reaction: str) -> Settings:
@@ -340,13 +403,16 @@ def reaction_settings(spec: RealSpec, overrides: dict[str, Any], reaction: str) 
 def evaluate_data(spec: RealSpec, table: Interactions, *, plants: Sequence[str],
                   reactions: Sequence[str], overrides: dict[str, Any], batch: int | None,
                   seed: int, plant_at: float, river_events: int | None, miss_after: int,
+                  events_per_minute: int | None = None,
                   log: Callable[[str], None] = print) -> RealReport:
-    """Every plant of one data set: the detectors on the alert run's loss stream, and
-    the progressive RMSE of each reaction."""
+    """Every plant of one data set: the detectors on the alert run's loss stream, the
+    progressive RMSE of each reaction, and (with ``events_per_minute``, which needs
+    promtool) the shipped alert rules on the alert run's exported series."""
     at = int(len(table) * plant_at)
     name = table.name
     det_rows: list[DetectionRow] = []
     react_rows: list[ReactionRow] = []
+    alert_table: list[AlertRow] = []
     notes: list[str] = []
     runs_of = ["alert", *[r for r in reactions if r != "alert"]]
     alert_settings = reaction_settings(spec, overrides, "alert")
@@ -394,8 +460,11 @@ def evaluate_data(spec: RealSpec, table: Interactions, *, plants: Sequence[str],
             rmse={r: runs[r].rmse for r in runs_of},
             reactions={r: runs[r].reactions for r in runs_of},
             seconds={r: runs[r].seconds for r in runs_of}))
+        if events_per_minute is not None:
+            alert_table += alert_rows(name, kind, alert, change_at, events_per_minute,
+                                      alert_settings.learner.model)
     return RealReport(name, spec.kind, len(table), at, table.synthetic_time, det_rows,
-                      react_rows, notes)
+                      react_rows, notes, alert_table)
 
 
 # -- presentation ------------------------------------------------------------------------
@@ -414,6 +483,16 @@ def detection_table(reports: Sequence[RealReport]) -> list[list[Any]]:
              "-" if r.change_at is None else r.change_at, r.detections, r.false_alarms,
              r.false_alarms_per_1m, r.delay, _missed(r.missed)]
             for rep in reports for r in rep.detections]
+
+
+ALERT_HEADERS = ["data", "plant", "alert", "minutes", "examples / min", "firing min",
+                 "false min", "delay"]
+
+
+def alert_table(reports: Sequence[RealReport]) -> list[list[Any]]:
+    """Rows of the alert-rule table (see :data:`ALERT_HEADERS`)."""
+    return [[a.data, a.plant, a.alert, a.minutes, a.events_per_minute, a.firing_minutes,
+             a.false_minutes, a.delay] for rep in reports for a in rep.alerts]
 
 
 def reaction_headers(reactions: Sequence[str]) -> list[str]:
@@ -453,6 +532,12 @@ def markdown(reports: Sequence[RealReport], reactions: Sequence[str], command: s
              "(reactions: detections reacted to, after the cooldown).", "",
              format_markdown_table(reaction_headers(reactions),
                                    reaction_table(reports, reactions))]
+    if any(rep.alerts for rep in reports):
+        parts += ["", "The shipped alerting rules on the alert run's exported series, evaluated "
+                  "by promtool one minute at a time (firing min: minutes firing; false min: "
+                  "those before the plant, or all with nothing planted; delay: examples from "
+                  "the plant to the first firing).", "",
+                  format_markdown_table(ALERT_HEADERS, alert_table(reports))]
     notes = [f"- {rep.name}: {n}" for rep in reports for n in rep.notes]
     notes += [f"- {rep.name}: no timestamps; file order with synthetic times"
               for rep in reports if rep.synthetic_time]
@@ -535,10 +620,16 @@ def main(args: argparse.Namespace) -> int:
             reactions.insert(0, "alert")  # the loss stream and the reference
         if not 0.0 < args.plant_at < 1.0:
             raise ValueError(f"--plant-at must be a fraction in (0, 1), got {args.plant_at}")
-        for flag in ("limit", "river_events", "batch"):
+        for flag in ("limit", "river_events", "batch", "events_per_minute"):
             value = getattr(args, flag)
             if value is not None and value < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+        events_per_minute: int | None = None if args.no_alerts else args.events_per_minute
+        if events_per_minute is not None and promtool_path() is None:
+            print("note: promtool is not installed, so the alert rules are not checked "
+                  "(install Prometheus, e.g. `apt-get install -y prometheus`, or pass "
+                  "--no-alerts)", file=sys.stderr)
+            events_per_minute = None
         started = time.perf_counter()
         reports = []
         for spec in specs:
@@ -549,6 +640,7 @@ def main(args: argparse.Namespace) -> int:
                 spec, table, plants=plants, reactions=reactions, overrides=overrides,
                 batch=args.batch, seed=args.seed, plant_at=args.plant_at,
                 river_events=args.river_events, miss_after=args.miss_after,
+                events_per_minute=events_per_minute,
                 log=lambda line: print(line, flush=True)))
     except (ValueError, FileNotFoundError) as exc:
         print(f"freshrec bench drift: error: {exc}", file=sys.stderr)
@@ -566,6 +658,11 @@ def main(args: argparse.Namespace) -> int:
     print(format_table(DETECTION_HEADERS, detection_table(reports)))
     print("\nProgressive RMSE with each reaction of both loss detectors\n")
     print(format_table(reaction_headers(reactions), reaction_table(reports, reactions)))
+    if any(rep.alerts for rep in reports):
+        print(f"\nThe shipped alert rules, by promtool, on the exported series at "
+              f"{events_per_minute:,} examples a minute (false: firing before the plant, or "
+              "at all with nothing planted)\n")
+        print(format_table(ALERT_HEADERS, alert_table(reports)))
     for rep in reports:
         for note in rep.notes:
             print(f"note: {rep.name}: {note}")
@@ -613,6 +710,13 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     parser.add_argument("--river-events", type=int, metavar="N",
                         help="feed River's detectors only the first N losses of each stream "
                              "(default: all; River updates one event at a time)")
+    parser.add_argument("--events-per-minute", type=int, default=EVENTS_PER_MINUTE,
+                        metavar="N",
+                        help="for the alert rules: learned examples per minute of the "
+                             f"exported series (default {EVENTS_PER_MINUTE:,}; fewer make "
+                             "'for:' durations easier to meet)")
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="skip the check of the alert rules with promtool")
     parser.add_argument("--batch", type=int, metavar="N",
                         help="messages per Pipeline.process call (default: kafka.batch_size)")
     parser.add_argument("--settings", action="append", metavar="SETTING",
