@@ -568,10 +568,11 @@ def plot(reports: Sequence[RealReport], reactions: Sequence[str], path: Path) ->
             first = {r.detector: r.delay for r in rep.detections if r.plant == planted[0]}
             extra = ({r.detector: r.delay for r in rep.detections if r.plant == planted[1]}
                      if len(planted) > 1 else {})
-            panels.append(BarPanel(title=f"{rep.name}: delay after the plant (no bar: none)",
+            panels.append(BarPanel(title=f"{rep.name}: events from the plant to a detection",
                                    values=first, extra=extra, better="lower",
                                    label=planted[0],
-                                   extra_label=planted[1] if len(planted) > 1 else ""))
+                                   extra_label=planted[1] if len(planted) > 1 else "",
+                                   missing_text="none"))
         others = [r for r in reactions if r != "alert"]
         if others and rep.reactions:
             panels.append(BarPanel(title=f"{rep.name}: RMSE vs alert, %",

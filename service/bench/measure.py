@@ -293,6 +293,9 @@ class BarPanel:
     extra: Mapping[str, float] = field(default_factory=dict)  # a second bar (e.g. p99)
     extra_label: str = ""
     label: str = ""
+    # Written upright at the foot of a bar whose value is NaN, so that "no value" (a
+    # change missed) is not read as a bar of height zero.
+    missing_text: str = ""
 
 
 def save_bar_panels(path: Path, title: str, panels: Sequence[BarPanel]) -> Path:
@@ -309,19 +312,30 @@ def save_bar_panels(path: Path, title: str, panels: Sequence[BarPanel]) -> Path:
         names = list(panel.values)
         x = np.arange(len(names))
         width = 0.4 if panel.extra else 0.7
-        ax.bar(x - (width / 2 if panel.extra else 0), [panel.values[n] for n in names], width,
-               label=panel.label or None)
+        series = [(x - (width / 2 if panel.extra else 0), [panel.values[n] for n in names],
+                   panel.label)]
         if panel.extra:
-            ax.bar(x + width / 2, [panel.extra.get(n, np.nan) for n in names], width,
-                   label=panel.extra_label or None)
+            series.append((x + width / 2, [panel.extra.get(n, np.nan) for n in names],
+                           panel.extra_label))
+        for at, heights, label in series:
+            bars = ax.bar(at, heights, width, label=label or None)
+            if panel.missing_text:
+                for xi, h in zip(at, heights, strict=True):
+                    if h != h:  # NaN
+                        ax.text(xi, 0, panel.missing_text, rotation=90, ha="center",
+                                va="bottom", fontsize=7, color=bars.patches[0].get_facecolor())
+        if panel.extra:
             ax.legend(fontsize=8)
-        ax.set_xticks(x, names, rotation=15, fontsize=8)
+        if len(names) > 5:  # long names: slanted, each ending under its own bar
+            ax.set_xticks(x, names, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+        else:
+            ax.set_xticks(x, names, rotation=15, fontsize=8)
         ax.set_title(f"{panel.title} ({panel.better} is better)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / (3.6 * rows)))  # room for the title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
