@@ -213,11 +213,15 @@ change (item ids permuted from halfway on; half the users rating on the reversed
 from halfway on). The pipeline's per-example progressive loss, with both loss detectors
 in 'alert' mode, is fed to freshrec's ADWIN and Page-Hinkley (the run's settings: the
 service's defaults unless --settings says otherwise) and to River's drift.ADWIN() and
-drift.PageHinkley() with River's defaults. The table gives, per stream and detector,
-false alarms per million events (nothing planted, or before the change), the delay
-from the change to the first detection after it, and whether it was missed. Each stream
-is replayed again with the 'adapt' and 'reset' reactions, and a second table gives the
-progressive RMSE of each reaction next to alert's. Written under --out as
+drift.PageHinkley() with River's defaults; the pipeline's PSI detectors get a row each,
+and freshrec-any is the first detection of any freshrec detector. The table gives, per
+stream and detector, false alarms per million events (nothing planted, or before the
+change), the delay from the change to the first detection after it, and whether it was
+missed. Each stream is replayed again with the 'adapt' and 'reset' reactions, and a
+second table gives the progressive RMSE of each reaction next to alert's. A third
+table gives the minutes the shipped alert rules (FreshrecDriftDetected,
+FreshrecLossRegression) fire when promtool evaluates them on the series the service
+would export, one sample a minute (needs promtool on PATH). Written under --out as
 drift-real.md, drift-real.json and drift-real.png.
 
 Synthetic scenarios (no --real): seeded exponential loss streams with an abrupt jump,
