@@ -220,6 +220,11 @@ class DriftMonitor:
             )
         return DriftDetection(detector, signal, stat, at_event, reaction)
 
+    def restart_cooldown(self, until_event: int) -> None:
+        """Carry a reaction cooldown over to a monitor started afresh (its detectors new,
+        its event count set to the stream's), so a restart never shortens it."""
+        self._cooldown_until = int(until_event)
+
     def statistics(self) -> dict[tuple[str, str], float]:
         """Current statistic per ``(detector, signal)``, for ``freshrec_drift_statistic``."""
         return {key: d.statistic for key, d in self._detectors.items()}

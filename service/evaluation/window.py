@@ -83,11 +83,30 @@ class Window:
 
     def set_state(self, state: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.int64]]
                   ) -> None:
+        """Restore :meth:`get_state`'s output. A window saved with another size (the
+        setting changed between a checkpoint and a restart) keeps its newest rows, as many
+        as fit: the windowed metric goes on instead of the service refusing to start.
+
+        >>> old = Window(size=4, columns=1)
+        >>> old.extend(np.arange(6.0)[:, None])  # holds 2, 3, 4, 5
+        >>> new = Window(size=3, columns=1)
+        >>> new.set_state(old.get_state())
+        >>> sorted(new.values()[:, 0].tolist())
+        [3.0, 4.0, 5.0]
+        """
         data = np.asarray(state["data"], dtype=np.float64)
-        if data.shape != self.data.shape:
+        count = int(state["count"][0])
+        if data.ndim != 2 or data.shape[1] != self.data.shape[1]:
             raise ValueError(
-                f"window state has shape {data.shape}, expected {self.data.shape}; "
-                "restore with the same window size"
+                f"window state has shape {data.shape}, expected {self.data.shape[1]} columns"
             )
-        self.data = data.copy()
-        self.count = int(state["count"][0])
+        if data.shape == self.data.shape:
+            self.data = data.copy()
+            self.count = count
+            return
+        # Oldest first: the ring's next write position holds its oldest row.
+        held = min(count, len(data))
+        ordered = np.roll(data, -(count % len(data)), axis=0) if count >= len(data) else data
+        self.data = np.zeros_like(self.data)
+        self.count = 0
+        self.extend(ordered[:held][-len(self.data):])

@@ -262,8 +262,17 @@ class Pipeline:
         )
 
     def set_state(self, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-        """Restore what ``get_state`` returned (the inverse, exactly)."""
+        """Restore what ``get_state`` returned (the inverse, exactly).
+
+        Settings that changed since the state was saved are handled so that a restart
+        with edited settings never fails: the model keeps the settings it was built with
+        (its shape and optimiser cannot change mid-stream; a WARNING lists what differs
+        and how to apply it), and drift detectors whose settings changed start afresh
+        (their windows are soft state, relearnt from the next events; a WARNING says
+        so). Metric windows of another size keep their newest values.
+        """
         learner_meta = meta["learner"]
+        _warn_if_learner_settings_differ(self.learner, learner_meta)
         self.learner = learner_from_state(
             ModelState(
                 model_type=learner_meta["model_type"],
@@ -276,7 +285,18 @@ class Pipeline:
         self._fault_in(self.learner)
         self.preprocessor.set_state(split_namespaced(arrays, "preprocess"), meta["preprocess"])
         self.evaluator.set_state(split_namespaced(arrays, "evaluator"), meta["evaluator"])
-        self.drift.set_state(DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
+        try:
+            self.drift.set_state(DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
+        except ValueError as exc:
+            # The detectors' state only decides future detections: starting them afresh
+            # costs a warm-up, never a wrong model. Refusing to start would turn a tuned
+            # threshold into an outage.
+            log.warning("the drift detectors start afresh: the saved ones do not fit the "
+                        "current drift settings (%s); the model and every other state are "
+                        "restored", str(exc).split(";")[0])
+            self.drift = DriftMonitor(self.settings.drift)
+            self.drift.n_events = int(meta["drift"].get("n_events", 0))
+            self.drift.restart_cooldown(int(meta["drift"].get("cooldown_until", -1)))
         self.gate = PromotionGate(self.settings.snapshot)
         holdout = _batch_from_arrays(split_namespaced(arrays, "gate"))
         if holdout is not None:
@@ -729,3 +749,37 @@ def _batch_from_arrays(arrays: dict[str, npt.NDArray[Any]], recycles: bool = Fal
     else:
         batch.holdout = np.ones(len(batch), dtype=np.bool_)
     return batch
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` as ``{"a.b": 1}`` (lists by position), to name differences;
+    state format versions are left out (they are not settings)."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() if key != "format_version"
+                for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _flat(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def _warn_if_learner_settings_differ(configured: Learner, saved: dict[str, Any]) -> None:
+    """Log which learner settings of the running configuration the restored model does
+    not follow (it keeps those it was built with)."""
+    get_config = getattr(configured, "get_config", None)
+    if get_config is None:
+        return
+    if configured.model_type != saved["model_type"]:
+        shown = f"model {saved['model_type']!r} -> {configured.model_type!r}"
+    else:
+        a, b = _flat(saved["config"]), _flat(get_config())
+        differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        if not differ:
+            return
+        shown = ", ".join(f"{k}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}"
+                          for k in differ[:8]) + (f" and {len(differ) - 8} more"
+                                                  if len(differ) > 8 else "")
+    log.warning("the restored model keeps the learner settings it was built with, not the "
+                "current ones (checkpoint -> settings: %s). To learn with the new settings, "
+                "start a new model: another FRESHREC_KAFKA__GROUP_ID or storage prefix, "
+                "then `freshrec backfill` from history if needed", shown)

@@ -30,6 +30,33 @@ def test_window_holds_exactly_the_last_rows(sizes: list[int], size: int) -> None
     assert len(w.values()) == min(len(stream), size)
 
 
+@given(before=st.lists(st.integers(0, 40), max_size=10),
+       after=st.lists(st.integers(0, 40), max_size=5),
+       saved_size=st.integers(1, 30), size=st.integers(1, 30))
+def test_a_window_restored_into_another_size_keeps_its_newest_rows(
+        before: list[int], after: list[int], saved_size: int, size: int) -> None:
+    # eval_window changed between a checkpoint and a restart: the restored window must
+    # be the window of the new size over the same stream, as if it had always been.
+    stream: list[float] = []
+    saved = Window(saved_size, 1)
+    for n in before:
+        rows = np.arange(len(stream), len(stream) + n, dtype=np.float64)
+        stream += rows.tolist()
+        saved.extend(rows[:, None])
+    restored = Window(size, 1)
+    restored.set_state(saved.get_state())
+    kept = stream[-min(saved_size, size):] if stream else []
+    assert sorted(restored.values()[:, 0].tolist()) == kept
+    for n in after:
+        rows = np.arange(len(stream), len(stream) + n, dtype=np.float64)
+        stream += rows.tolist()
+        restored.extend(rows[:, None])
+    expected = (kept + stream[len(stream) - sum(after):])[-size:]
+    assert sorted(restored.values()[:, 0].tolist()) == expected
+    with pytest.raises(ValueError, match="columns"):
+        Window(size, 2).set_state(saved.get_state())
+
+
 def test_regression_metrics_match_numpy_in_batches() -> None:
     rng = np.random.default_rng(0)
     y, p = rng.normal(size=1000), rng.normal(size=1000)
