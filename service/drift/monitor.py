@@ -103,13 +103,13 @@ class DriftMonitor:
             if cfg.psi.enabled:
                 s = cfg.psi
 
-                def psi(kind: str, n_bins: int) -> RollingPSI:
+                def psi(kind: str, n_bins: int, current: int = s.current_blocks) -> RollingPSI:
                     return RollingPSI(
                         "numeric" if kind == "numeric" else "categorical",
                         n_bins,
                         s.block_events,
                         s.reference_blocks,
-                        s.current_blocks,
+                        current,
                         s.threshold,
                     )
 
@@ -117,7 +117,7 @@ class DriftMonitor:
                     self._detectors[("psi", "prediction")] = psi("numeric", s.n_bins)
                 if s.item_popularity:
                     self._detectors[("psi", "item_popularity")] = psi(
-                        "categorical", s.item_buckets
+                        "categorical", s.item_buckets, s.item_popularity_current_blocks
                     )
                 if s.feature_occurrence:
                     self._detectors[("psi", "feature_occurrence")] = psi(
