@@ -308,9 +308,13 @@ class Preprocessor:
         changed = sorted(k for k in current if saved.get(k) != current[k])
         if changed:
             raise ValueError(
-                "preprocessor state was saved with different settings for "
-                + ", ".join(f"{k} ({saved.get(k)!r} → {current[k]!r})" for k in changed)
-                + ": restore with the original settings, or start without the checkpoint"
+                "the checkpoint was written with other preprocessing settings: "
+                + ", ".join(f"FRESHREC_PREPROCESS__{k.upper()}={saved.get(k)!r} (now "
+                            f"{current[k]!r})" for k in changed)
+                + ". These shape the vocabularies and the model's tables, so a checkpoint "
+                "cannot take new values: put them back, or start a new model under another "
+                "FRESHREC_KAFKA__GROUP_ID or storage prefix (and `freshrec backfill` it from "
+                "history)"
             )
         parts: dict[str, Any] = {"dedup": self.dedup, "features": self.features,
                                  "labels": self.labels}

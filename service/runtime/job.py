@@ -168,6 +168,12 @@ class MissingCheckpoint(RuntimeError):
     """The storage holds no checkpoint but the group has consumed (``on_missing=fail``)."""
 
 
+class IncompatibleCheckpoint(RuntimeError):
+    """The newest checkpoint cannot be restored under the current settings (for example
+    other table capacities): starting afresh would apply its events a second time, so the
+    service stops and says which setting to put back."""
+
+
 class Job:
     """The freshrec service.
 
@@ -304,7 +310,7 @@ class Job:
         code = 0
         try:
             self._loop()
-        except MissingCheckpoint as exc:
+        except (MissingCheckpoint, IncompatibleCheckpoint) as exc:
             log.error("%s", exc)
             code = 2
         finally:
@@ -437,7 +443,12 @@ class Job:
         latest = self.checkpoints.latest_id()
         if latest is not None and latest == self._warm:
             return self._warm
-        restored = self.checkpoints.restore_latest(self.pipeline)
+        try:
+            restored = self.checkpoints.restore_latest(self.pipeline)
+        except ValueError as exc:
+            raise IncompatibleCheckpoint(
+                f"cannot restore the newest checkpoint of group {self.settings.kafka.group_id!r} "
+                f"in {self.settings.storage.url}: {exc}") from exc
         if restored is None:
             self._warm = None
             return None

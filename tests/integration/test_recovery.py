@@ -511,3 +511,50 @@ def test_no_checkpoint_but_committed_offsets_is_no_silent_fresh_start(
     offsets, _, meta = newest_checkpoint(storage, group, topic)
     assert offsets == {0: n}
     assert applied_per_partition(meta) == {0: n}
+
+
+def test_a_restart_with_edited_settings_goes_on_or_says_which_setting_to_put_back(
+    kafka_bootstrap: str, s3_endpoint: S3Endpoint, unique_topic: Callable[..., str],
+    unique_prefix: str, tmp_path: Path,
+) -> None:
+    """Tuned drift, metric window and learning rate: the checkpoint is restored and every
+    event is applied once, with WARNINGs for what was not applied. Other table capacities:
+    the service exits 2 naming the setting, without a traceback and without writing."""
+    topic = unique_topic(1)
+    events = make_events(8_000, seed=12)
+    first = Publisher(kafka_bootstrap, topic, events[:5_000], rate=50_000)
+    first.start()
+    first.join(60)
+    assert first.done.is_set() and not first.errors, first.errors
+    storage_env, storage = storage_for(s3_endpoint, unique_prefix + "edited")
+    group = f"edited-{uuid.uuid4().hex[:6]}"
+    env = service_env(kafka_bootstrap, topic, group, storage_env)
+    run_to_completion(env, tmp_path / "first.log")
+
+    second = Publisher(kafka_bootstrap, topic, events[5_000:], rate=50_000)
+    second.start()
+    second.join(60)
+    assert second.done.is_set() and not second.errors, second.errors
+    log = tmp_path / "tuned.log"
+    run_to_completion({**env, "FRESHREC_DRIFT__ADWIN__DELTA": "0.01",
+                       "FRESHREC_DRIFT__PSI__BLOCK_EVENTS": "1000",
+                       "FRESHREC_LEARNER__EVAL_WINDOW": "3000",
+                       "FRESHREC_LEARNER__LEARNING_RATE": "0.01"}, log)
+    text = log.read_text()
+    assert "drift detectors start afresh" in text, text[-3000:]
+    assert "keeps the learner settings it was built with" in text
+    assert "learning_rate: 0.1 -> 0.01" in text
+    offsets, _, meta = newest_checkpoint(storage, group, topic)
+    assert offsets == {0: 8_000}
+    assert applied_per_partition(meta) == {0: 8_000}
+    assert meta["drift"]["detectors"]["psi/prediction"]["block_size"] == 1000
+
+    log = tmp_path / "capacity.log"
+    refused = ServiceProcess({**env, "FRESHREC_PREPROCESS__USER_CAPACITY": "2048"}, log,
+                             ("--stop-when-idle", "4")).start()
+    assert refused.proc is not None
+    assert refused.proc.wait(120) == 2, refused.log()
+    text = log.read_text()
+    assert "FRESHREC_PREPROCESS__USER_CAPACITY=1024 (now 2048)" in text, text[-3000:]
+    assert "Traceback" not in text
+    assert newest_checkpoint(storage, group, topic)[0] == {0: 8_000}
