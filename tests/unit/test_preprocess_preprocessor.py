@@ -130,7 +130,7 @@ def test_state_saved_under_other_settings_is_refused() -> None:
     pre = Preprocessor(PreprocessConfig(**SMALL))
     arrays, meta = pre.get_state()
     other = Preprocessor(PreprocessConfig(**{**SMALL, "feature_bits": 13}))
-    with pytest.raises(ValueError, match="feature_bits"):
+    with pytest.raises(ValueError, match="FRESHREC_PREPROCESS__FEATURE_BITS=12 \\(now 13\\)"):
         other.set_state(arrays, meta)
 
 
