@@ -220,11 +220,6 @@ class DriftMonitor:
             )
         return DriftDetection(detector, signal, stat, at_event, reaction)
 
-    def restart_cooldown(self, until_event: int) -> None:
-        """Carry a reaction cooldown over to a monitor started afresh (its detectors new,
-        its event count set to the stream's), so a restart never shortens it."""
-        self._cooldown_until = int(until_event)
-
     def statistics(self) -> dict[tuple[str, str], float]:
         """Current statistic per ``(detector, signal)``, for ``freshrec_drift_statistic``."""
         return {key: d.statistic for key, d in self._detectors.items()}
@@ -280,3 +275,23 @@ class DriftMonitor:
             d.set_state(arrays, meta["detectors"][name])
         self.n_events = int(meta["n_events"])
         self._cooldown_until = int(meta["cooldown_until"])
+
+    def restore_or_restart(self, state: DriftState) -> str | None:
+        """:meth:`set_state`, or, when the saved detectors do not fit the current settings
+        (a threshold tuned between a checkpoint and a restart), fresh detectors at the
+        saved stream position and cooldown. Returns why the detectors were restarted, or
+        None when they were restored.
+
+        The detectors' state only decides future detections: starting them afresh costs a
+        warm-up, never a wrong model, where refusing would turn a tuned threshold into an
+        outage.
+        """
+        try:
+            self.set_state(state)
+            return None
+        except ValueError as exc:
+            # set_state may have restored some detectors before one refused: rebuild all.
+            self._detectors = DriftMonitor(self.config)._detectors
+            self.n_events = int(state.meta.get("n_events", 0))
+            self._cooldown_until = int(state.meta.get("cooldown_until", -1))
+            return str(exc).split(";")[0]

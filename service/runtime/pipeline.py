@@ -285,18 +285,12 @@ class Pipeline:
         self._fault_in(self.learner)
         self.preprocessor.set_state(split_namespaced(arrays, "preprocess"), meta["preprocess"])
         self.evaluator.set_state(split_namespaced(arrays, "evaluator"), meta["evaluator"])
-        try:
-            self.drift.set_state(DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
-        except ValueError as exc:
-            # The detectors' state only decides future detections: starting them afresh
-            # costs a warm-up, never a wrong model. Refusing to start would turn a tuned
-            # threshold into an outage.
+        why = self.drift.restore_or_restart(
+            DriftState(split_namespaced(arrays, "drift"), meta["drift"]))
+        if why is not None:
             log.warning("the drift detectors start afresh: the saved ones do not fit the "
                         "current drift settings (%s); the model and every other state are "
-                        "restored", str(exc).split(";")[0])
-            self.drift = DriftMonitor(self.settings.drift)
-            self.drift.n_events = int(meta["drift"].get("n_events", 0))
-            self.drift.restart_cooldown(int(meta["drift"].get("cooldown_until", -1)))
+                        "restored", why)
         self.gate = PromotionGate(self.settings.snapshot)
         holdout = _batch_from_arrays(split_namespaced(arrays, "gate"))
         if holdout is not None:
