@@ -45,10 +45,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.runtime.job import LOSSES
+
 # The alerts whose inputs a replay produces (see the module docstring).
 QUALITY_ALERTS = ("FreshrecDriftDetected", "FreshrecLossRegression")
-# Progressive metrics exported as freshrec_progressive_loss (the job's LOSSES).
-LOSS_METRICS = frozenset({"rmse", "mae", "log_loss"})
 EVENTS_PER_MINUTE = 1_000
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 LABELS = {"job": "freshrec", "instance": "replay"}
@@ -98,11 +98,6 @@ class AlertReplay:
     minutes: int
     firing: dict[str, list[int]] = field(default_factory=dict)
 
-    def first_firing_example(self, alert: str, events_per_minute: int) -> int | None:
-        """The learned example at which ``alert`` first fired, or None if it never did."""
-        times = self.firing.get(alert, [])
-        return times[0] * events_per_minute if times else None
-
 
 def minute_series(samples: Sequence[GaugeSample], events_per_minute: int, model: str
                   ) -> list[Series]:
@@ -121,7 +116,7 @@ def minute_series(samples: Sequence[GaugeSample], events_per_minute: int, model:
             k += 1
         picks.append(samples[k])
     out: list[Series] = []
-    metric_keys = sorted({key for s in samples for key in s.metrics if key[0] in LOSS_METRICS},
+    metric_keys = sorted({key for s in samples for key in s.metrics if key[0] in LOSSES},
                          key=lambda key: (key[0], key[1] != "cumulative"))
     for metric, window in metric_keys:
         label = "cumulative" if window == "cumulative" else "recent"
@@ -141,7 +136,7 @@ def _values(values: Sequence[float]) -> str:
 
 
 def promtool_unit_test(series: Sequence[Series], rule_files: Sequence[Path],
-              alerts: Sequence[str] = QUALITY_ALERTS) -> dict[str, object]:
+                       alerts: Sequence[str] = QUALITY_ALERTS) -> dict[str, object]:
     """A promtool unit test expecting none of ``alerts`` at any minute of ``series``."""
     minutes = max((len(s.values) for s in series), default=0)
     checks = [{"eval_time": f"{m}m", "alertname": a, "exp_alerts": []}
